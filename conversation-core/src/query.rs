@@ -1,0 +1,461 @@
+//! Listing and paging: what a caller asks for and the pages that come back.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::{Conversation, ConversationId, Error, Message, Result};
+
+/// Page size used when a query gives none.
+pub const DEFAULT_PAGE_SIZE: usize = 50;
+/// The largest page any list returns; larger limits are lowered to it.
+pub const MAX_PAGE_SIZE: usize = 200;
+/// The longest title filter accepted.
+pub const MAX_TITLE_FILTER_CHARS: usize = 256;
+/// The most messages [`Store::recent_messages`](crate::Store::recent_messages) returns.
+pub const MAX_RECENT_MESSAGES: usize = 1_000;
+
+fn page_limit(limit: Option<u32>) -> Result<usize> {
+    match limit {
+        None => Ok(DEFAULT_PAGE_SIZE),
+        Some(0) => Err(Error::invalid("limit", "must be at least 1")),
+        Some(n) => Ok((n as usize).min(MAX_PAGE_SIZE)),
+    }
+}
+
+/// Which conversations a list includes by archive state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ArchivedFilter {
+    /// Only conversations that are not archived (the sidebar).
+    #[default]
+    Exclude,
+    /// Archived and not archived alike.
+    Include,
+    /// Only archived conversations (the "archived chats" view).
+    Only,
+}
+
+impl ArchivedFilter {
+    /// Whether a conversation with this archive state is listed.
+    pub fn admits(self, archived: bool) -> bool {
+        match self {
+            ArchivedFilter::Exclude => !archived,
+            ArchivedFilter::Include => true,
+            ArchivedFilter::Only => archived,
+        }
+    }
+
+    fn code(self) -> u8 {
+        match self {
+            ArchivedFilter::Exclude => 0,
+            ArchivedFilter::Include => 1,
+            ArchivedFilter::Only => 2,
+        }
+    }
+}
+
+/// A request for one page of a scope's conversations.
+///
+/// Order: newest activity first (`updated_at` descending, then id descending), with
+/// pinned conversations before all others when `pinned_first` is set. Pages are cut
+/// by keyset: the cursor names a position in that order, not an offset, so a page
+/// never repeats a row even while conversations are written.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConversationQuery {
+    /// Page size: default [`DEFAULT_PAGE_SIZE`], lowered to [`MAX_PAGE_SIZE`]; 0 is
+    /// [`Error::InvalidInput`].
+    pub limit: Option<u32>,
+    /// The `next_cursor` of the previous page; a cursor that is not one, or belongs to
+    /// a query of another order or archive filter, is [`Error::InvalidInput`].
+    pub cursor: Option<String>,
+    /// Archive filter.
+    pub archived: ArchivedFilter,
+    /// List pinned conversations before the others.
+    pub pinned_first: bool,
+    /// Only conversations whose title contains this text, ignoring ASCII case (other
+    /// characters match exactly, in every store). Empty means no filter. This filter
+    /// reads the scope's rows in list order until the page is full, so its cost grows
+    /// with the rows it skips.
+    pub title_contains: Option<String>,
+}
+
+impl ConversationQuery {
+    /// The first page with default settings.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets the page size.
+    pub fn limit(mut self, limit: u32) -> Self {
+        self.limit = Some(limit);
+        self
+    }
+
+    /// Continues after a previous page.
+    pub fn cursor(mut self, cursor: impl Into<String>) -> Self {
+        self.cursor = Some(cursor.into());
+        self
+    }
+
+    /// Sets the archive filter.
+    pub fn archived(mut self, archived: ArchivedFilter) -> Self {
+        self.archived = archived;
+        self
+    }
+
+    /// Lists pinned conversations first.
+    pub fn pinned_first(mut self, pinned_first: bool) -> Self {
+        self.pinned_first = pinned_first;
+        self
+    }
+
+    /// Filters by title text.
+    pub fn title_contains(mut self, text: impl Into<String>) -> Self {
+        self.title_contains = Some(text.into());
+        self
+    }
+
+    /// The page size to use.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] for a limit of 0.
+    pub fn page_size(&self) -> Result<usize> {
+        page_limit(self.limit)
+    }
+
+    /// The title filter, if there is a non-empty one, lowercased for ASCII.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] with field `titleContains` for a filter with control
+    /// characters or longer than [`MAX_TITLE_FILTER_CHARS`].
+    pub fn title_filter(&self) -> Result<Option<String>> {
+        match self.title_contains.as_deref() {
+            None | Some("") => Ok(None),
+            Some(text) => {
+                if text.chars().any(char::is_control) {
+                    return Err(Error::invalid(
+                        "titleContains",
+                        "contains a control character",
+                    ));
+                }
+                if text.chars().count() > MAX_TITLE_FILTER_CHARS {
+                    return Err(Error::invalid(
+                        "titleContains",
+                        format!("longer than {MAX_TITLE_FILTER_CHARS} characters"),
+                    ));
+                }
+                Ok(Some(text.to_ascii_lowercase()))
+            }
+        }
+    }
+
+    /// The decoded cursor, checked against this query's order and filter.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] with field `cursor`.
+    pub fn position(&self) -> Result<Option<ListCursor>> {
+        let Some(text) = self.cursor.as_deref() else {
+            return Ok(None);
+        };
+        let cursor = ListCursor::decode(text)?;
+        if cursor.pinned_first != self.pinned_first || cursor.archived != self.archived {
+            return Err(Error::invalid(
+                "cursor",
+                "belongs to a list of another order or archive filter",
+            ));
+        }
+        Ok(Some(cursor))
+    }
+
+    /// The cursor that continues after `last`, the final row of a page of this query.
+    pub fn cursor_after(&self, last: &Conversation) -> String {
+        ListCursor {
+            pinned_first: self.pinned_first,
+            archived: self.archived,
+            pinned: last.pinned,
+            updated_at: last.updated_at,
+            id: last.id,
+        }
+        .encode()
+    }
+
+    /// Whether `conversation` passes this query's filters (not its cursor). Shared by
+    /// the stores that filter in memory; `title_filter` is [`Self::title_filter`]'s value.
+    pub fn admits(&self, conversation: &Conversation, title_filter: Option<&str>) -> bool {
+        self.archived.admits(conversation.archived)
+            && title_filter.is_none_or(|needle| {
+                conversation
+                    .title
+                    .as_deref()
+                    .is_some_and(|title| title.to_ascii_lowercase().contains(needle))
+            })
+    }
+}
+
+/// A decoded list cursor: the position of the last row of the previous page.
+///
+/// On the wire it is opaque (URL-safe base64); stores read its fields to continue the
+/// keyset scan strictly after `(pinned, updated_at, id)` in list order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListCursor {
+    /// The order of the list it came from.
+    pub pinned_first: bool,
+    /// The archive filter of the list it came from.
+    pub archived: ArchivedFilter,
+    /// `pinned` of the last row (meaningful when `pinned_first`).
+    pub pinned: bool,
+    /// `updated_at` of the last row, in milliseconds.
+    pub updated_at: DateTime<Utc>,
+    /// `id` of the last row.
+    pub id: ConversationId,
+}
+
+impl ListCursor {
+    const FORMAT: u8 = 1;
+    const LEN: usize = 2 + 8 + 16;
+
+    /// The opaque text form.
+    pub fn encode(&self) -> String {
+        let mut bytes = Vec::with_capacity(Self::LEN);
+        bytes.push(Self::FORMAT);
+        bytes.push(
+            u8::from(self.pinned_first)
+                | (u8::from(self.pinned) << 1)
+                | (self.archived.code() << 2),
+        );
+        bytes.extend_from_slice(&self.updated_at.timestamp_millis().to_be_bytes());
+        bytes.extend_from_slice(self.id.as_bytes());
+        URL_SAFE_NO_PAD.encode(bytes)
+    }
+
+    /// Parses [`ListCursor::encode`]'s output.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] with field `cursor` for anything else.
+    pub fn decode(text: &str) -> Result<Self> {
+        let bad = || Error::invalid("cursor", "not a cursor returned by this list");
+        let bytes = URL_SAFE_NO_PAD.decode(text).map_err(|_| bad())?;
+        if bytes.len() != Self::LEN || bytes[0] != Self::FORMAT {
+            return Err(bad());
+        }
+        let flags = bytes[1];
+        let archived = match flags >> 2 {
+            0 => ArchivedFilter::Exclude,
+            1 => ArchivedFilter::Include,
+            2 => ArchivedFilter::Only,
+            _ => return Err(bad()),
+        };
+        let millis = i64::from_be_bytes(bytes[2..10].try_into().map_err(|_| bad())?);
+        let updated_at = DateTime::<Utc>::from_timestamp_millis(millis).ok_or_else(bad)?;
+        let id = Uuid::from_slice(&bytes[10..]).map_err(|_| bad())?;
+        Ok(Self {
+            pinned_first: flags & 1 == 1,
+            archived,
+            pinned: flags & 2 == 2,
+            updated_at,
+            id: ConversationId::from_uuid(id),
+        })
+    }
+
+    /// Whether `conversation` lies strictly after this position in list order.
+    pub fn precedes(&self, conversation: &Conversation) -> bool {
+        let position = (self.pinned_first && self.pinned, self.updated_at, self.id);
+        let row = (
+            self.pinned_first && conversation.pinned,
+            conversation.updated_at,
+            conversation.id,
+        );
+        row < position
+    }
+}
+
+/// One page of a list.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Page<T> {
+    /// The rows of this page, in list order.
+    pub items: Vec<T>,
+    /// Pass this as the next query's cursor to read on; `None` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// A request for a page of one conversation's messages, by `seq`.
+///
+/// - neither bound: the newest `limit` messages;
+/// - `after` only: the oldest `limit` messages after that seq (read forwards);
+/// - `before` only: the newest `limit` messages before that seq (read backwards);
+/// - both: the oldest `limit` messages strictly between the two.
+///
+/// Every page is returned in chronological order (ascending `seq`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MessageQuery {
+    /// Only messages with a smaller seq.
+    pub before: Option<u64>,
+    /// Only messages with a larger seq.
+    pub after: Option<u64>,
+    /// Page size: default [`DEFAULT_PAGE_SIZE`], lowered to [`MAX_PAGE_SIZE`]; 0 is
+    /// [`Error::InvalidInput`].
+    pub limit: Option<u32>,
+}
+
+impl MessageQuery {
+    /// The newest page.
+    pub fn latest() -> Self {
+        Self::default()
+    }
+
+    /// Messages after `seq`, oldest first.
+    pub fn after(seq: u64) -> Self {
+        Self {
+            after: Some(seq),
+            ..Self::default()
+        }
+    }
+
+    /// Messages before `seq`, the newest of them.
+    pub fn before(seq: u64) -> Self {
+        Self {
+            before: Some(seq),
+            ..Self::default()
+        }
+    }
+
+    /// Sets the page size.
+    pub fn limit(mut self, limit: u32) -> Self {
+        self.limit = Some(limit);
+        self
+    }
+
+    /// The seq range and direction to read, shared by every store.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] for a limit of 0.
+    pub fn range(&self) -> Result<MessageRange> {
+        Ok(MessageRange {
+            after: self.after.unwrap_or(0),
+            before: self.before,
+            newest_first: self.after.is_none(),
+            limit: page_limit(self.limit)?,
+        })
+    }
+}
+
+/// The plan of a [`MessageQuery`]: read seqs in `(after, before)` from the end given
+/// by `newest_first`, at most `limit` of them, then return them ascending.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MessageRange {
+    /// Exclusive lower bound of seq (0 for none).
+    pub after: u64,
+    /// Exclusive upper bound of seq.
+    pub before: Option<u64>,
+    /// Read from the newest end of the range.
+    pub newest_first: bool,
+    /// How many to return.
+    pub limit: usize,
+}
+
+impl MessageRange {
+    /// Whether `seq` is inside the range.
+    pub fn contains(&self, seq: u64) -> bool {
+        seq > self.after && self.before.is_none_or(|before| seq < before)
+    }
+}
+
+/// One page of messages.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MessagePage {
+    /// The messages, ascending by seq.
+    pub items: Vec<Message>,
+    /// Whether more messages lie beyond this page in the direction it was read
+    /// (older ones for a newest-first read, newer ones for a read with `after`).
+    pub has_more: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cursor(pinned_first: bool, archived: ArchivedFilter) -> ListCursor {
+        ListCursor {
+            pinned_first,
+            archived,
+            pinned: true,
+            updated_at: crate::now(),
+            id: ConversationId::new(),
+        }
+    }
+
+    #[test]
+    fn cursor_round_trips() {
+        for archived in [
+            ArchivedFilter::Exclude,
+            ArchivedFilter::Include,
+            ArchivedFilter::Only,
+        ] {
+            for pinned_first in [false, true] {
+                let c = cursor(pinned_first, archived);
+                assert_eq!(ListCursor::decode(&c.encode()).unwrap(), c);
+            }
+        }
+    }
+
+    #[test]
+    fn bad_cursors_are_invalid_input() {
+        let good = cursor(false, ArchivedFilter::Exclude).encode();
+        let mut tampered = good.clone().into_bytes();
+        tampered[0] = b'B';
+        for text in [
+            String::new(),
+            "!!!".to_owned(),
+            "AAAA".to_owned(),
+            good[..good.len() - 2].to_owned(),
+            String::from_utf8(tampered).unwrap(),
+            format!("{good}AA"),
+        ] {
+            let err = ListCursor::decode(&text).unwrap_err();
+            assert!(
+                matches!(err, Error::InvalidInput { ref field, .. } if field == "cursor"),
+                "{text:?} gave {err:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_cursor_of_another_order_is_refused() {
+        let c = cursor(true, ArchivedFilter::Exclude).encode();
+        let query = ConversationQuery::new().cursor(c.clone());
+        assert!(query.position().is_err());
+        assert!(query.pinned_first(true).position().unwrap().is_some());
+        let query = ConversationQuery::new()
+            .pinned_first(true)
+            .archived(ArchivedFilter::Only)
+            .cursor(c);
+        assert!(query.position().is_err());
+    }
+
+    #[test]
+    fn limits_default_cap_and_refuse_zero() {
+        assert_eq!(ConversationQuery::new().page_size().unwrap(), 50);
+        assert_eq!(
+            ConversationQuery::new().limit(10_000).page_size().unwrap(),
+            200
+        );
+        assert!(ConversationQuery::new().limit(0).page_size().is_err());
+        assert!(MessageQuery::latest().limit(0).range().is_err());
+    }
+
+    #[test]
+    fn message_ranges() {
+        let r = MessageQuery::latest().range().unwrap();
+        assert!(r.newest_first && r.after == 0 && r.before.is_none() && r.limit == 50);
+        let r = MessageQuery::after(10).limit(5).range().unwrap();
+        assert!(!r.newest_first && r.contains(11) && !r.contains(10));
+        let r = MessageQuery::before(10).range().unwrap();
+        assert!(r.newest_first && r.contains(9) && !r.contains(10) && !r.contains(0));
+    }
+}
