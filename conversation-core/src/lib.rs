@@ -53,6 +53,6 @@ pub use query::{
 };
 pub use scope::Scope;
 pub use service::{Conversations, OpenConversation, ReplyProgress, StreamingReply};
-pub use store::{Appended, Store, TitleOutcome, automatic_title_applies};
+pub use store::{Appended, Store, TitleOutcome, automatic_title_applies, check_expected_version};
 pub use title::{AUTOMATIC_TITLE_MAX_CHARS, HeuristicTitles, TitleGenerator, sanitize_title};
 pub use window::{ApproxTokenCounter, ContextPolicy, TokenCounter};

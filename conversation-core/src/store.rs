@@ -147,6 +147,18 @@ pub fn automatic_title_applies(stored: TitleSource, source: TitleSource) -> bool
     }
 }
 
+/// Checks an expected version against the stored one; the rule of promise 5, shared
+/// by every store.
+///
+/// # Errors
+/// [`Error::Conflict`](crate::Error::Conflict) when `expected` is given and differs.
+pub fn check_expected_version(expected: Option<u64>, actual: u64) -> Result<()> {
+    match expected {
+        Some(expected) if expected != actual => Err(crate::Error::Conflict { expected, actual }),
+        _ => Ok(()),
+    }
+}
+
 macro_rules! forward_store {
     ($($pointer:ident),*) => {$(
         #[async_trait]

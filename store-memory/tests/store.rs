@@ -1,0 +1,18 @@
+//! The store conformance suite against `MemoryStore`, directly and as `Arc<dyn Store>`.
+
+use std::sync::Arc;
+
+use conversation_core::Store;
+use conversation_store_memory::MemoryStore;
+
+mod direct {
+    use super::*;
+    conversation_core::store_conformance_tests!(|| async { MemoryStore::new() });
+}
+
+mod dyn_store {
+    use super::*;
+    conversation_core::store_conformance_tests!(|| async {
+        Arc::new(MemoryStore::new()) as Arc<dyn Store>
+    });
+}
