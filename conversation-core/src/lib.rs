@@ -9,7 +9,7 @@
 //! - The model: [`Scope`], [`Conversation`], [`Message`], [`NewConversation`],
 //!   [`ConversationPatch`], [`NewMessage`], [`Role`], [`ToolCall`], [`TitleSource`].
 //! - [`Store`]: the storage contract, with its promises listed on the trait and
-//!   checked by the conformance suite ([`store_conformance_tests!`], feature
+//!   checked by the conformance suite (`store_conformance_tests!`, feature
 //!   `testkit`). Backends: `conversation-store-memory`, `conversation-store-sqlite`,
 //!   `conversation-store-postgres`.
 //! - [`TitleGenerator`] (with [`HeuristicTitles`] and [`sanitize_title`]) and
@@ -56,3 +56,8 @@ pub use service::{Conversations, OpenConversation, ReplyProgress, StreamingReply
 pub use store::{Appended, Store, TitleOutcome, automatic_title_applies, check_expected_version};
 pub use title::{AUTOMATIC_TITLE_MAX_CHARS, HeuristicTitles, TitleGenerator, sanitize_title};
 pub use window::{ApproxTokenCounter, ContextPolicy, TokenCounter};
+
+/// The README's examples, compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;

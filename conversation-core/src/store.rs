@@ -34,7 +34,7 @@ pub struct TitleOutcome {
 ///
 /// One small trait with a few required methods, usable as `Arc<dyn Store>`. Every
 /// implementation keeps the promises below; the conformance suite
-/// ([`store_conformance_tests!`](crate::store_conformance_tests), feature `testkit`)
+/// (`store_conformance_tests!`, feature `testkit`)
 /// checks each one and is the contract a third-party backend must pass.
 ///
 /// 1. **Isolation**: every method is keyed by scope; a conversation of another scope is

@@ -91,6 +91,10 @@ impl ScopeIndex {
         by_archive[1].remove(&list_key(conversation, true));
     }
 
+    fn is_empty(&self) -> bool {
+        self.keys.iter().all(|by_archive| by_archive[0].is_empty())
+    }
+
     /// Keys strictly after `from` in list order (descending), for one partition.
     fn partition(
         &self,
@@ -298,6 +302,9 @@ impl Store for MemoryStore {
         let conversation = state.entry(scope, id)?.conversation.clone();
         if let Some(index) = state.scopes.get_mut(scope) {
             index.remove(&conversation);
+            if index.is_empty() {
+                state.scopes.remove(scope);
+            }
         }
         state.conversations.remove(&id);
         Ok(())

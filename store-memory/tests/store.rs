@@ -1,5 +1,7 @@
 //! The store conformance suite against `MemoryStore`, directly and as `Arc<dyn Store>`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a panic is how a test fails
+
 use std::sync::Arc;
 
 use conversation_core::Store;
