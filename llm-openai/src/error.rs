@@ -84,7 +84,7 @@ pub enum OpenAiError {
     },
 
     /// The connection could not be made or broke.
-    #[error("connection failed: {source}")]
+    #[error("connection failed: {}", chain(source.as_ref()))]
     Connection {
         /// The transport's error.
         #[source]
@@ -123,6 +123,22 @@ fn retry_hint(retry_after: Option<Duration>) -> String {
     retry_after.map_or_else(String::new, |wait| {
         format!(" (retry after {} ms)", wait.as_millis())
     })
+}
+
+/// An error and its sources, joined: transports put the useful part (reset, refused,
+/// closed early) in the source.
+fn chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut next = error.source();
+    while let Some(source) = next {
+        let part = source.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        next = source.source();
+    }
+    text
 }
 
 fn code_hint(code: Option<&str>) -> String {
@@ -173,10 +189,7 @@ impl From<OpenAiError> for Error {
             return Error::invalid("messages", error.to_string());
         }
         let transient = error.is_retryable()
-            || matches!(
-                error,
-                OpenAiError::Stream { .. } | OpenAiError::Truncated
-            );
+            || matches!(error, OpenAiError::Stream { .. } | OpenAiError::Truncated);
         let message = error.to_string();
         if transient {
             Error::unavailable(message, error)
@@ -312,7 +325,8 @@ mod tests {
 
     #[test]
     fn error_bodies_of_every_shape_are_read() {
-        let openai = json!({"error": {"message": "Quota", "type": "insufficient_quota", "code": null}});
+        let openai =
+            json!({"error": {"message": "Quota", "type": "insufficient_quota", "code": null}});
         assert_eq!(
             error_parts(&openai),
             Some((Some("insufficient_quota".into()), "Quota".into()))

@@ -70,9 +70,14 @@ impl Http {
         let client = Client::builder()
             .connect_timeout(config.connect_timeout)
             .default_headers(headers)
-            .user_agent(concat!("conversation-llm-openai/", env!("CARGO_PKG_VERSION")))
+            .user_agent(concat!(
+                "conversation-llm-openai/",
+                env!("CARGO_PKG_VERSION")
+            ))
             .build()
-            .map_err(|error| OpenAiError::Config(format!("cannot build the HTTP client: {error}")))?;
+            .map_err(|error| {
+                OpenAiError::Config(format!("cannot build the HTTP client: {error}"))
+            })?;
         Ok(Self {
             client,
             endpoint,
@@ -232,8 +237,7 @@ impl Http {
             None => (None, non_json_message(status, &body)),
         };
         let message = excerpt(&redact(&message, &self.secrets), MAX_ERROR_MESSAGE_CHARS);
-        let error = if status == StatusCode::TOO_MANY_REQUESTS && !is_quota_code(code.as_deref())
-        {
+        let error = if status == StatusCode::TOO_MANY_REQUESTS && !is_quota_code(code.as_deref()) {
             OpenAiError::RateLimited {
                 retry_after,
                 message,
@@ -360,7 +364,10 @@ mod tests {
             Some(Duration::from_secs(2))
         );
         assert_eq!(
-            retry_after(&headers(&[("retry-after", "Wed, 21 Oct 2015 07:28:00 GMT")])),
+            retry_after(&headers(&[(
+                "retry-after",
+                "Wed, 21 Oct 2015 07:28:00 GMT"
+            )])),
             Some(Duration::ZERO)
         );
         let soon = (chrono::Utc::now() + chrono::TimeDelta::seconds(30)).to_rfc2822();

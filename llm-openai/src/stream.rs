@@ -178,7 +178,11 @@ struct State {
 
 /// The reply stream of a successful streamed response. Ends after
 /// [`ReplyEvent::Finished`], or after one `Err` item.
-pub(crate) fn reply_stream(response: reqwest::Response, http: Arc<Http>, started: Instant) -> ReplyStream {
+pub(crate) fn reply_stream(
+    response: reqwest::Response,
+    http: Arc<Http>,
+    started: Instant,
+) -> ReplyStream {
     let state = State {
         events: Box::pin(response.bytes_stream().eventsource()),
         assembler: Assembler::default(),
@@ -207,11 +211,9 @@ pub(crate) fn reply_stream(response: reqwest::Response, http: Arc<Http>, started
                 Err(_elapsed) => Err(OpenAiError::Timeout { phase }),
                 Ok(None) => state.assembler.on_end().map(Progress::Done),
                 Ok(Some(Ok(event))) => state.assembler.on_event(&event.event, &event.data),
-                Ok(Some(Err(EventStreamError::Transport(error)))) => {
-                    Err(OpenAiError::Connection {
-                        source: Box::new(error),
-                    })
-                }
+                Ok(Some(Err(EventStreamError::Transport(error)))) => Err(OpenAiError::Connection {
+                    source: Box::new(error),
+                }),
                 Ok(Some(Err(error))) => Err(OpenAiError::Decode {
                     message: format!("the event stream is malformed: {error}"),
                 }),
@@ -358,7 +360,10 @@ mod tests {
         assert!(matches!(named, OpenAiError::Stream { .. }), "{named:?}");
 
         let mut cut = Assembler::default();
-        more(&mut cut, json!({"choices": [{"delta": {"content": "Par"}}]}));
+        more(
+            &mut cut,
+            json!({"choices": [{"delta": {"content": "Par"}}]}),
+        );
         assert!(matches!(cut.on_end(), Err(OpenAiError::Truncated)));
         let mut no_reason = Assembler::default();
         assert!(matches!(

@@ -212,7 +212,9 @@ fn title_from_answer(body: &[u8]) -> std::result::Result<String, OpenAiError> {
 fn without_reasoning(text: &str) -> Option<&str> {
     let trimmed = text.trim_start();
     match trimmed.strip_prefix("<think>") {
-        Some(rest) => rest.find("</think>").map(|end| &rest[end + "</think>".len()..]),
+        Some(rest) => rest
+            .find("</think>")
+            .map(|end| &rest[end + "</think>".len()..]),
         None => Some(text),
     }
 }
