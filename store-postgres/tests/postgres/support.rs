@@ -26,6 +26,8 @@ pub(crate) const TEST_SCHEMA_PREFIX: &str = "conv_test_";
 /// Schemas of a killed run older than this are dropped at start.
 const STALE_AFTER: Duration = Duration::from_secs(3600);
 
+static PROBE: OnceLock<Probe> = OnceLock::new();
+
 enum Probe {
     Ready(String),
     Unreachable { url: String, reason: String },
@@ -44,7 +46,6 @@ fn required() -> bool {
 /// (no such database, bad credentials) always fails: that is a broken setup, not a
 /// missing server.
 pub(crate) fn url() -> &'static str {
-    static PROBE: OnceLock<Probe> = OnceLock::new();
     let probe = PROBE.get_or_init(|| {
         std::thread::spawn(probe)
             .join()
@@ -148,8 +149,10 @@ async fn drop_stale_schemas(conn: &mut PgConnection) {
     }
 }
 
-/// A schema name no other test uses.
+/// A schema name no other test uses. Asks for the server first, so that no schema
+/// guard exists unless the server does.
 pub(crate) fn fresh_schema_name() -> String {
+    url();
     // The last 12 hex digits of a UUIDv7 are random.
     let random = uuid::Uuid::now_v7().simple().to_string();
     format!("{TEST_SCHEMA_PREFIX}{}_{}", unix_seconds(), &random[20..])
@@ -171,8 +174,12 @@ pub(crate) fn connect_options(schema: &str) -> PgConnectOptions {
 /// Ends every connection working in `schema`, then drops it. Runs on a thread of its
 /// own with its own runtime, so it works from `Drop` in any runtime flavour.
 pub(crate) fn drop_schema(schema: &str) {
+    // Never probe (and so never panic) here: this runs in destructors.
+    let Some(Probe::Ready(url)) = PROBE.get() else {
+        return;
+    };
     let schema = schema.to_owned();
-    let url = url().to_owned();
+    let url = url.clone();
     let outcome = std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
