@@ -346,12 +346,23 @@ impl PostgresStore {
                 .collect(),
         );
         migrator.dangerous_set_table_name(format!("{quoted}.{MIGRATIONS_TABLE}"));
-        migrator.create_schema(quoted.clone());
 
         let options = self.pool.connect_options();
         let mut conn = PgConnection::connect_with(&options)
             .await
             .map_err(op("connect to migrate"))?;
+        // `CREATE SCHEMA IF NOT EXISTS` needs CREATE on the database even when the
+        // schema exists, which a host's role for an existing schema may lack: ask
+        // only when it is missing (the migrator creates it under its lock).
+        let exists: bool =
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)")
+                .bind(&*self.schema)
+                .fetch_one(&mut conn)
+                .await
+                .map_err(op("look up the schema"))?;
+        if !exists {
+            migrator.create_schema(quoted.clone());
+        }
         conn.execute(AssertSqlSafe(format!("SET search_path TO {quoted}")))
             .await
             .map_err(op("set the search path to migrate"))?;

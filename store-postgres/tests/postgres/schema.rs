@@ -128,6 +128,56 @@ async fn host_migrations_in_the_same_schema_do_not_collide() {
     store.pool().close().await;
 }
 
+/// A login role that exists only for one test, dropped (with what it owns) when
+/// dropped; declare it before the schema guard so that the schema goes first.
+struct RoleGuard(String);
+
+impl Drop for RoleGuard {
+    fn drop(&mut self) {
+        let role = &self.0;
+        support::cleanup(
+            "drop a test role",
+            vec![
+                format!("DROP OWNED BY \"{role}\" CASCADE"),
+                format!("DROP ROLE IF EXISTS \"{role}\""),
+            ],
+        );
+    }
+}
+
+/// A host role that may work in an existing schema but not create schemas (no
+/// CREATE on the database, as for any new role) can still connect and migrate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_role_without_create_on_the_database_migrates_an_existing_schema() {
+    let role = RoleGuard(format!("{}_role", support::fresh_schema_name()));
+    let guard = SchemaGuard(support::fresh_schema_name());
+    let (role_name, schema) = (role.0.clone(), guard.0.clone());
+    let mut admin = support::admin().await;
+    for statement in [
+        format!("CREATE ROLE \"{role_name}\" LOGIN"),
+        format!("CREATE SCHEMA \"{schema}\""),
+        format!("GRANT USAGE, CREATE ON SCHEMA \"{schema}\" TO \"{role_name}\""),
+    ] {
+        admin.execute(AssertSqlSafe(statement)).await.unwrap();
+    }
+    let options = support::connect_options(&schema).username(&role_name);
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .connect_with(options)
+        .await
+        .unwrap();
+    let store = PostgresStore::from_pool_with(pool, PostgresOptions::new().schema(schema.clone()))
+        .await
+        .expect("migrating needs no CREATE on the database when the schema exists");
+    let scope = Scope::new("host-role").unwrap();
+    let chat = store
+        .create_conversation(&scope, NewConversation::new())
+        .await
+        .unwrap();
+    assert_eq!(store.get_conversation(&scope, chat.id).await.unwrap(), chat);
+    store.pool().close().await;
+}
+
 /// Two stores in two schemas of one database share nothing, even with equal scopes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stores_in_two_schemas_are_separate() {

@@ -174,11 +174,26 @@ pub(crate) fn connect_options(schema: &str) -> PgConnectOptions {
 /// Ends every connection working in `schema`, then drops it. Runs on a thread of its
 /// own with its own runtime, so it works from `Drop` in any runtime flavour.
 pub(crate) fn drop_schema(schema: &str) {
+    cleanup(
+        "drop a test schema",
+        vec![
+            format!(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                 WHERE application_name = '{schema}' AND pid <> pg_backend_pid()"
+            ),
+            format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"),
+        ],
+    );
+}
+
+/// Runs cleanup statements on a connection of their own, from a thread of its own
+/// with its own runtime, so it works from `Drop` in any runtime flavour. A failure
+/// fails the test, unless the test is failing already.
+pub(crate) fn cleanup(what: &str, statements: Vec<String>) {
     // Never probe (and so never panic) here: this runs in destructors.
     let Some(Probe::Ready(url)) = PROBE.get() else {
         return;
     };
-    let schema = schema.to_owned();
     let url = url.clone();
     let outcome = std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -187,17 +202,9 @@ pub(crate) fn drop_schema(schema: &str) {
             .unwrap();
         runtime.block_on(async {
             let mut conn = PgConnection::connect(&url).await?;
-            sqlx::query(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-                 WHERE application_name = $1 AND pid <> pg_backend_pid()",
-            )
-            .bind(&schema)
-            .execute(&mut conn)
-            .await?;
-            conn.execute(AssertSqlSafe(format!(
-                "DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"
-            )))
-            .await?;
+            for statement in statements {
+                conn.execute(AssertSqlSafe(statement)).await?;
+            }
             conn.close().await
         })
     })
@@ -205,12 +212,12 @@ pub(crate) fn drop_schema(schema: &str) {
     let failure = match outcome {
         Ok(Ok(())) => return,
         Ok(Err(err)) => err.to_string(),
-        Err(_) => "the dropping thread panicked".to_owned(),
+        Err(_) => "the cleanup thread panicked".to_owned(),
     };
     if std::thread::panicking() {
-        let _ = writeln!(std::io::stderr(), "could not drop a test schema: {failure}");
+        let _ = writeln!(std::io::stderr(), "could not {what}: {failure}");
     } else {
-        panic!("could not drop the test schema: {failure}");
+        panic!("could not {what}: {failure}");
     }
 }
 
