@@ -73,6 +73,7 @@ pub mod sql;
 mod writer;
 
 use std::path::Path;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use async_trait::async_trait;
@@ -81,10 +82,10 @@ use conversation_core::{
     Message, MessagePage, MessageQuery, NewConversation, NewMessage, Page, Result, Scope, Store,
     TitleOutcome, TitleSource,
 };
+use sqlx::AssertSqlSafe;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::AssertSqlSafe;
 use sqlx::{ConnectOptions as _, Connection as _, SqliteConnection};
 use tokio::sync::{mpsc, oneshot};
 
@@ -92,7 +93,7 @@ pub use options::{SqliteOptions, Synchronous};
 
 use crate::error::{closed, convert};
 use crate::rows::{ConversationRow, MessageRow, millis, to_i64};
-use crate::writer::{Command, Outcome, WriteOp};
+use crate::writer::{Command, Counters, Outcome, WriteOp};
 
 /// The name of the table recording this crate's migrations.
 pub const MIGRATIONS_TABLE: &str = "conversation_store_migrations";
@@ -105,6 +106,19 @@ pub struct SqliteStore {
     limits: Limits,
     closed: AtomicBool,
     owns_pool: bool,
+    counters: Arc<Counters>,
+}
+
+/// What the writer has done since the store opened, for metrics: with group commit,
+/// `writes / transactions` is how many writes shared each commit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct WriteStats {
+    /// Transactions committed.
+    pub transactions: u64,
+    /// Write requests (creates, updates, deletes, appends, titles) answered from those
+    /// transactions; one that failed alone in its transaction is not counted.
+    pub writes: u64,
 }
 
 impl SqliteStore {
@@ -252,19 +266,34 @@ impl SqliteStore {
         owns_pool: bool,
     ) -> Self {
         let (sender, receiver) = mpsc::channel(options.queue_capacity);
-        tokio::spawn(writer::run(writer, receiver, options.max_group));
+        let counters = Arc::new(Counters::default());
+        tokio::spawn(writer::run(
+            writer,
+            receiver,
+            options.max_group,
+            Arc::clone(&counters),
+        ));
         Self {
             readers,
             writer: sender,
             limits: options.limits,
             closed: AtomicBool::new(false),
             owns_pool,
+            counters,
         }
     }
 
     /// The limits this store enforces.
     pub fn limits(&self) -> &Limits {
         &self.limits
+    }
+
+    /// The writer's counters.
+    pub fn write_stats(&self) -> WriteStats {
+        WriteStats {
+            transactions: self.counters.transactions.load(Ordering::Relaxed),
+            writes: self.counters.writes.load(Ordering::Relaxed),
+        }
     }
 
     /// Closes the store: writes queued before the call are carried out and answered,

@@ -69,7 +69,8 @@ impl MessageRow {
             id: MessageId::from_uuid(uuid(&self.id)?),
             conversation_id,
             seq: to_u64(self.seq, "seq")?,
-            role: Role::parse(&self.role).ok_or_else(|| bad_row(format!("role {:?}", self.role)))?,
+            role: Role::parse(&self.role)
+                .ok_or_else(|| bad_row(format!("role {:?}", self.role)))?,
             content: self.content,
             tool_calls,
             tool_call_id: self.tool_call_id,

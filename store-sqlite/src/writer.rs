@@ -14,10 +14,13 @@
 //! answer is discarded. A request already queued is still carried out, like a request
 //! already sent to a server; appends with caller-supplied ids make retries safe.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use conversation_core::{
     Appended, Conversation, ConversationId, ConversationPatch, Error, Message, MessageId,
-    NewConversation, NewMessage, Result, Scope, TitleOutcome, TitleSource,
-    automatic_title_applies, check_expected_version, now,
+    NewConversation, NewMessage, Result, Scope, TitleOutcome, TitleSource, automatic_title_applies,
+    check_expected_version, now,
 };
 use sqlx::SqliteConnection;
 use tokio::sync::{mpsc, oneshot};
@@ -81,8 +84,22 @@ pub(crate) enum Command {
 
 type Reply = oneshot::Sender<Result<Outcome>>;
 
+/// Counters shared by the writer task and the store.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    /// Transactions committed.
+    pub(crate) transactions: AtomicU64,
+    /// Requests carried out in committed transactions.
+    pub(crate) writes: AtomicU64,
+}
+
 /// The task's loop; returns when the store is closed or dropped.
-pub(crate) async fn run(mut conn: SqliteConnection, mut commands: mpsc::Receiver<Command>, max_group: usize) {
+pub(crate) async fn run(
+    mut conn: SqliteConnection,
+    mut commands: mpsc::Receiver<Command>,
+    max_group: usize,
+    counters: Arc<Counters>,
+) {
     let mut received = Vec::with_capacity(max_group);
     let mut close = None;
     while close.is_none() {
@@ -103,7 +120,9 @@ pub(crate) async fn run(mut conn: SqliteConnection, mut commands: mpsc::Receiver
         }
         if !group.is_empty() {
             let span = tracing::debug_span!("sqlite_write_group", size = group.len());
-            commit_group(&mut conn, group).instrument(span).await;
+            commit_group(&mut conn, group, &counters)
+                .instrument(span)
+                .await;
         }
     }
     commands.close();
@@ -121,7 +140,11 @@ async fn exec(conn: &mut SqliteConnection, statement: &'static str) -> Result<()
 }
 
 /// Runs one group in one transaction and answers its requests after the commit.
-async fn commit_group(conn: &mut SqliteConnection, group: Vec<(WriteOp, Reply)>) {
+async fn commit_group(
+    conn: &mut SqliteConnection,
+    group: Vec<(WriteOp, Reply)>,
+    counters: &Counters,
+) {
     if let Err(err) = exec(conn, "BEGIN IMMEDIATE").await {
         // A transaction left open by an earlier failure would make every later BEGIN
         // fail; end it so the next group starts clean.
@@ -176,7 +199,13 @@ async fn commit_group(conn: &mut SqliteConnection, group: Vec<(WriteOp, Reply)>)
         return;
     }
     match exec(conn, "COMMIT").await {
-        Ok(()) => answer(answered),
+        Ok(()) => {
+            counters.transactions.fetch_add(1, Ordering::Relaxed);
+            counters
+                .writes
+                .fetch_add(answered.len() as u64, Ordering::Relaxed);
+            answer(answered);
+        }
         Err(err) => {
             let _ = exec(conn, "ROLLBACK").await;
             let failure = convert("committing", err);
@@ -215,9 +244,9 @@ fn fail_all(replies: impl Iterator<Item = Reply>, failure: &Error) {
 async fn apply(conn: &mut SqliteConnection, op: WriteOp) -> Result<Outcome> {
     match op {
         WriteOp::Create { scope, new } => create(conn, scope, new).await.map(Outcome::Conversation),
-        WriteOp::Update { scope, id, patch } => {
-            update(conn, &scope, id, patch).await.map(Outcome::Conversation)
-        }
+        WriteOp::Update { scope, id, patch } => update(conn, &scope, id, patch)
+            .await
+            .map(Outcome::Conversation),
         WriteOp::Delete { scope, id } => delete(conn, &scope, id).await.map(|()| Outcome::Deleted),
         WriteOp::Append {
             scope,
@@ -253,7 +282,11 @@ async fn read_conversation(
         .into_conversation(scope)
 }
 
-async fn create(conn: &mut SqliteConnection, scope: Scope, new: NewConversation) -> Result<Conversation> {
+async fn create(
+    conn: &mut SqliteConnection,
+    scope: Scope,
+    new: NewConversation,
+) -> Result<Conversation> {
     let at = now();
     let title_source = if new.title.is_some() {
         TitleSource::User
@@ -291,7 +324,10 @@ async fn create(conn: &mut SqliteConnection, scope: Scope, new: NewConversation)
 }
 
 /// Writes every mutable column of a conversation read earlier in the transaction.
-async fn write_conversation(conn: &mut SqliteConnection, conversation: &Conversation) -> Result<()> {
+async fn write_conversation(
+    conn: &mut SqliteConnection,
+    conversation: &Conversation,
+) -> Result<()> {
     sqlx::query(
         "UPDATE conversations SET title = ?2, title_source = ?3, updated_at = ?4, \
          message_count = ?5, pinned = ?6, archived = ?7, metadata = ?8, version = ?9 \
