@@ -1,8 +1,11 @@
 //! Criterion bench of `SqliteStore`: create, durable append, batch append, get,
 //! last-20 window, list page of 50; each read also issued directly against SQLite
-//! (rusqlite, the same SQL text from `conversation_store_sqlite::sql`, on the same
-//! file) as the baseline, at two scales: 100 and 100,000 conversations in the scope,
-//! 500 and 1,000,000 messages in the conversation.
+//! (rusqlite, on the same file) as the baseline, at two scales: 100 and 100,000
+//! conversations in the scope, 500 and 1,000,000 messages in the conversation.
+//!
+//! Baselines: `raw` runs the very statement the store runs (from
+//! `conversation_store_sqlite::sql`; pages come back as one JSON row), `raw_rows` the
+//! same page as plain rows (the `*_ROWS` statements), reading every column.
 //!
 //! Run: `cargo bench -p conversation-store-sqlite`. The data is seeded untimed, in
 //! bulk (big transactions, `synchronous=OFF`), into a temporary folder.
@@ -182,6 +185,7 @@ fn benches(c: &mut Criterion) {
 
     let mut group = c.benchmark_group("list50");
     let list_sql = sql::list_conversations(ArchivedFilter::Exclude, false, false, false);
+    let list_rows_sql = sql::list_conversations_rows(ArchivedFilter::Exclude, false, false, false);
     for (count, scope, _) in &data.lists {
         group.bench_with_input(BenchmarkId::new("store", count), count, |b, _| {
             b.to_async(&runtime).iter(|| async {
@@ -198,6 +202,16 @@ fn benches(c: &mut Criterion) {
                 let rows = raw_read(
                     &raw,
                     &list_sql,
+                    &[&scope.as_str(), &Null, &Null, &Null, &Null, &51i64],
+                );
+                assert_eq!(rows, 1);
+            });
+        });
+        group.bench_with_input(BenchmarkId::new("raw_rows", count), count, |b, _| {
+            b.iter(|| {
+                let rows = raw_read(
+                    &raw,
+                    &list_rows_sql,
                     &[&scope.as_str(), &Null, &Null, &Null, &Null, &51i64],
                 );
                 assert_eq!(rows, 51);
@@ -220,6 +234,16 @@ fn benches(c: &mut Criterion) {
                 let rows = raw_read(
                     &raw,
                     sql::RECENT_MESSAGES,
+                    &[&&id.as_bytes()[..], &scope.as_str(), &20i64],
+                );
+                assert_eq!(rows, 1);
+            });
+        });
+        group.bench_with_input(BenchmarkId::new("raw_rows", count), count, |b, _| {
+            b.iter(|| {
+                let rows = raw_read(
+                    &raw,
+                    sql::RECENT_MESSAGES_ROWS,
                     &[&&id.as_bytes()[..], &scope.as_str(), &20i64],
                 );
                 assert_eq!(rows, 20);

@@ -27,9 +27,10 @@
 //!
 //! ## Connections and group commit
 //!
-//! One writer connection, owned by a background task, carries out every write; a pool
-//! of read-only connections serves reads, which WAL lets run beside the writer without
-//! ever blocking it. Writers queue their requests; the task takes everything queued
+//! One writer connection, owned by a background task, carries out every write; a small
+//! pool of read-only connections (opened at start and kept, handed out behind a fair
+//! semaphore) serves reads, which WAL lets run beside the writer without ever
+//! blocking it. Writers queue their requests; the task takes everything queued
 //! (up to [`SqliteOptions::max_group_size`]) and runs it in one `BEGIN IMMEDIATE`
 //! transaction, each request inside its own `SAVEPOINT`, so that one request's error
 //! (`NotFound`, `Conflict`) rolls back only that request. It commits once, and only
@@ -67,6 +68,7 @@
 
 mod error;
 mod options;
+mod readers;
 mod rows;
 #[doc(hidden)]
 pub mod sql;
@@ -83,16 +85,15 @@ use conversation_core::{
     TitleOutcome, TitleSource,
 };
 use sqlx::AssertSqlSafe;
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqliteSynchronous};
 use sqlx::{ConnectOptions as _, Connection as _, SqliteConnection};
 use tokio::sync::{mpsc, oneshot};
 
 pub use options::{SqliteOptions, Synchronous};
 
 use crate::error::{closed, convert};
-use crate::rows::{ConversationRow, MessageRow, millis, to_i64};
+use crate::readers::{ReaderSet, Readers};
+use crate::rows::{ConversationRow, conversations_from_page, messages_from_page, millis, to_i64};
 use crate::writer::{Command, Counters, Outcome, WriteOp};
 
 /// The name of the table recording this crate's migrations.
@@ -101,11 +102,10 @@ pub const MIGRATIONS_TABLE: &str = "conversation_store_migrations";
 /// A durable [`Store`] in one SQLite file; see the [crate docs](crate).
 #[derive(Debug)]
 pub struct SqliteStore {
-    readers: SqlitePool,
+    readers: Readers,
     writer: mpsc::Sender<Command>,
     limits: Limits,
     closed: AtomicBool,
-    owns_pool: bool,
     counters: Arc<Counters>,
 }
 
@@ -169,11 +169,8 @@ impl SqliteStore {
             .read_only(true)
             .foreign_keys(true)
             .busy_timeout(options.busy_timeout);
-        let readers = reader_pool(&options)
-            .connect_with(reader_options)
-            .await
-            .map_err(|e| convert(&context, e))?;
-        Ok(Self::start(writer, readers, options, true))
+        let readers = open_readers(&reader_options, options.readers, &context).await?;
+        Ok(Self::start(writer, readers, options))
     }
 
     /// An in-memory store with the default options: nothing is persisted, everything
@@ -181,7 +178,8 @@ impl SqliteStore {
     ///
     /// It is a private SQLite database in memory (the `memdb` VFS), shared by the
     /// store's writer and readers and kept alive by the writer connection for the whole
-    /// life of the store, so it does not vanish when the pool recycles connections.
+    /// life of the store, so it never vanishes while the store lives, whatever happens
+    /// to the read connections.
     /// Without WAL, readers and the writer take turns at commit; the behaviour is the
     /// same as a file's.
     ///
@@ -210,11 +208,9 @@ impl SqliteStore {
             .await
             .map_err(|e| convert(context, e))?;
         let writer = migrate(writer).await?;
-        let readers = reader_pool(&options)
-            .connect_with(base.pragma("query_only", "ON"))
-            .await
-            .map_err(|e| convert(context, e))?;
-        Ok(Self::start(writer, readers, options, true))
+        let reader_options = base.pragma("query_only", "ON");
+        let readers = open_readers(&reader_options, options.readers, context).await?;
+        Ok(Self::start(writer, readers, options))
     }
 
     /// A store on a pool the host owns, with the default options.
@@ -256,15 +252,10 @@ impl SqliteStore {
             .await
             .map_err(|e| convert(context, e))?;
         let writer = migrate(writer).await?;
-        Ok(Self::start(writer, pool, options, false))
+        Ok(Self::start(writer, Readers::Host(pool), options))
     }
 
-    fn start(
-        writer: SqliteConnection,
-        readers: SqlitePool,
-        options: SqliteOptions,
-        owns_pool: bool,
-    ) -> Self {
+    fn start(writer: SqliteConnection, readers: Readers, options: SqliteOptions) -> Self {
         let (sender, receiver) = mpsc::channel(options.queue_capacity);
         let counters = Arc::new(Counters::default());
         tokio::spawn(writer::run(
@@ -278,7 +269,6 @@ impl SqliteStore {
             writer: sender,
             limits: options.limits,
             closed: AtomicBool::new(false),
-            owns_pool,
             counters,
         }
     }
@@ -308,8 +298,8 @@ impl SqliteStore {
         if self.writer.send(Command::Close(ack)).await.is_ok() {
             let _ = done.await;
         }
-        if self.owns_pool {
-            self.readers.close().await;
+        if let Readers::Own(set) = &self.readers {
+            set.close().await;
         }
     }
 
@@ -330,23 +320,43 @@ impl SqliteStore {
         answer.await.map_err(|_| closed())?
     }
 
+    /// Runs a page statement of [`sql`], which returns one row holding a JSON array.
+    async fn read_page(
+        &self,
+        select: sqlx::query::QueryAs<'_, sqlx::Sqlite, (String,), sqlx::sqlite::SqliteArguments>,
+    ) -> Result<String, sqlx::Error> {
+        Ok(self
+            .readers
+            .fetch_optional(select)
+            .await?
+            .map_or_else(|| "[]".to_owned(), |(page,)| page))
+    }
+
     /// `NotFound` unless the conversation exists in the scope.
     async fn ensure_exists(&self, scope: &Scope, id: ConversationId) -> Result<()> {
-        let found: Option<i64> = sqlx::query_scalar(sql::CONVERSATION_EXISTS)
+        let query = sqlx::query_as::<_, (i64,)>(sql::CONVERSATION_EXISTS)
             .bind(&id.as_bytes()[..])
-            .bind(scope.as_str())
-            .fetch_optional(&self.readers)
+            .bind(scope.as_str());
+        let found = self
+            .readers
+            .fetch_optional(query)
             .await
             .map_err(|e| convert("reading a conversation", e))?;
         found.map(|_| ()).ok_or_else(Error::conversation_not_found)
     }
 }
 
-fn reader_pool(options: &SqliteOptions) -> SqlitePoolOptions {
-    // SQLite connections do not go stale like network ones: no ping before each use.
-    SqlitePoolOptions::new()
-        .max_connections(options.readers)
-        .test_before_acquire(false)
+/// Opens the store's own read connections.
+async fn open_readers(
+    options: &SqliteConnectOptions,
+    count: u32,
+    context: &str,
+) -> Result<Readers> {
+    let mut connections = Vec::with_capacity(count as usize);
+    for _ in 0..count.max(1) {
+        connections.push(options.connect().await.map_err(|e| convert(context, e))?);
+    }
+    Ok(Readers::Own(ReaderSet::new(connections)))
 }
 
 /// Brings the schema up to date, in one `BEGIN IMMEDIATE` transaction so that two
@@ -389,10 +399,12 @@ impl Store for SqliteStore {
 
     async fn get_conversation(&self, scope: &Scope, id: ConversationId) -> Result<Conversation> {
         self.check_open()?;
-        let row: Option<ConversationRow> = sqlx::query_as(sql::GET_CONVERSATION)
+        let query = sqlx::query_as(sql::GET_CONVERSATION)
             .bind(&id.as_bytes()[..])
-            .bind(scope.as_str())
-            .fetch_optional(&self.readers)
+            .bind(scope.as_str());
+        let row: Option<ConversationRow> = self
+            .readers
+            .fetch_optional(query)
             .await
             .map_err(|e| convert("reading a conversation", e))?;
         row.ok_or_else(Error::conversation_not_found)?
@@ -414,22 +426,25 @@ impl Store for SqliteStore {
             position.is_some(),
             needle.is_some(),
         );
-        let rows: Vec<ConversationRow> = sqlx::query_as(AssertSqlSafe(statement))
+        let select = sqlx::query_as(AssertSqlSafe(statement))
             .bind(scope.as_str())
             .bind(position.map(|p| p.pinned))
             .bind(position.map(|p| millis(p.updated_at)))
             .bind(position.map(|p| p.id.as_bytes().to_vec()))
             .bind(needle)
-            .bind(to_i64(limit as u64 + 1))
-            .fetch_all(&self.readers)
+            .bind(to_i64(limit as u64 + 1));
+        let page = self
+            .read_page(select)
             .await
             .map_err(|e| convert("listing conversations", e))?;
-        let more = rows.len() > limit;
-        let items = rows
-            .into_iter()
-            .take(limit)
-            .map(|row| row.into_conversation(scope))
-            .collect::<Result<Vec<_>>>()?;
+        let mut items = conversations_from_page(&page, scope)?;
+        // In list order whatever order SQLite fed its aggregate.
+        items.sort_unstable_by(|a, b| {
+            let key = |c: &Conversation| (query.pinned_first && c.pinned, c.updated_at, c.id);
+            key(b).cmp(&key(a))
+        });
+        let more = items.len() > limit;
+        items.truncate(limit);
         let next_cursor = match items.last() {
             Some(last) if more => Some(query.cursor_after(last)),
             _ => None,
@@ -492,26 +507,28 @@ impl Store for SqliteStore {
         } else {
             sql::MESSAGES_OLDEST_FIRST
         };
-        let rows: Vec<MessageRow> = sqlx::query_as(statement)
+        let select = sqlx::query_as(statement)
             .bind(&id.as_bytes()[..])
             .bind(scope.as_str())
             .bind(to_i64(range.after))
             .bind(range.before.map_or(i64::MAX, to_i64))
-            .bind(to_i64(range.limit as u64 + 1))
-            .fetch_all(&self.readers)
+            .bind(to_i64(range.limit as u64 + 1));
+        let page = self
+            .read_page(select)
             .await
             .map_err(|e| convert("reading messages", e))?;
-        if rows.is_empty() {
+        let mut items = messages_from_page(&page, id)?;
+        if items.is_empty() {
             self.ensure_exists(scope, id).await?;
         }
-        let has_more = rows.len() > range.limit;
-        let mut items = rows
-            .into_iter()
-            .take(range.limit)
-            .map(|row| row.into_message(id))
-            .collect::<Result<Vec<Message>>>()?;
-        if range.newest_first {
-            items.reverse();
+        // `items` is ascending; the row beyond the page is at the end it was read from.
+        let has_more = items.len() > range.limit;
+        if has_more {
+            if range.newest_first {
+                items.remove(0);
+            } else {
+                items.truncate(range.limit);
+            }
         }
         Ok(MessagePage { items, has_more })
     }
@@ -528,21 +545,18 @@ impl Store for SqliteStore {
             self.ensure_exists(scope, id).await?;
             return Ok(Vec::new());
         }
-        let rows: Vec<MessageRow> = sqlx::query_as(sql::RECENT_MESSAGES)
+        let select = sqlx::query_as(sql::RECENT_MESSAGES)
             .bind(&id.as_bytes()[..])
             .bind(scope.as_str())
-            .bind(to_i64(n as u64))
-            .fetch_all(&self.readers)
+            .bind(to_i64(n as u64));
+        let page = self
+            .read_page(select)
             .await
             .map_err(|e| convert("reading messages", e))?;
-        if rows.is_empty() {
+        let messages = messages_from_page(&page, id)?;
+        if messages.is_empty() {
             self.ensure_exists(scope, id).await?;
         }
-        let mut messages = rows
-            .into_iter()
-            .map(|row| row.into_message(id))
-            .collect::<Result<Vec<Message>>>()?;
-        messages.reverse();
         Ok(messages)
     }
 

@@ -73,7 +73,7 @@ impl SqliteOptions {
         self
     }
 
-    /// How many reader connections the store's pool may open (at least 1). Default 4.
+    /// How many read connections the store opens and keeps (at least 1). Default 4.
     /// Ignored by [`SqliteStore::from_pool`](crate::SqliteStore::from_pool), where the
     /// host's pool decides.
     pub fn readers(mut self, readers: u32) -> Self {

@@ -80,6 +80,93 @@ impl MessageRow {
     }
 }
 
+/// One conversation of a JSON page ([`crate::sql::list_conversations`]).
+#[derive(Debug, serde::Deserialize)]
+struct PageConversation(
+    String,
+    Option<String>,
+    String,
+    i64,
+    i64,
+    i64,
+    i64,
+    i64,
+    String,
+    i64,
+);
+
+/// The conversations of a JSON page, as the model, in the order SQLite gave them.
+pub(crate) fn conversations_from_page(page: &str, scope: &Scope) -> Result<Vec<Conversation>> {
+    let rows: Vec<PageConversation> =
+        serde_json::from_str(page).map_err(|e| bad_row(format!("a page of conversations: {e}")))?;
+    rows.into_iter()
+        .map(|row| {
+            ConversationRow {
+                id: hex_id(&row.0)?,
+                title: row.1,
+                title_source: row.2,
+                created_at: row.3,
+                updated_at: row.4,
+                message_count: row.5,
+                pinned: row.6 != 0,
+                archived: row.7 != 0,
+                metadata: row.8,
+                version: row.9,
+            }
+            .into_conversation(scope)
+        })
+        .collect()
+}
+
+/// One message of a JSON page ([`crate::sql::RECENT_MESSAGES`]).
+#[derive(Debug, serde::Deserialize)]
+struct PageMessage(
+    String,
+    i64,
+    String,
+    String,
+    Option<String>,
+    Option<String>,
+    String,
+    i64,
+);
+
+/// The messages of a JSON page, as the model, ascending by seq.
+pub(crate) fn messages_from_page(
+    page: &str,
+    conversation_id: ConversationId,
+) -> Result<Vec<Message>> {
+    let rows: Vec<PageMessage> =
+        serde_json::from_str(page).map_err(|e| bad_row(format!("a page of messages: {e}")))?;
+    let mut messages = rows
+        .into_iter()
+        .map(|row| {
+            MessageRow {
+                id: hex_id(&row.0)?,
+                seq: row.1,
+                role: row.2,
+                content: row.3,
+                tool_calls: row.4,
+                tool_call_id: row.5,
+                metadata: row.6,
+                created_at: row.7,
+            }
+            .into_message(conversation_id)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    // Already ascending or descending; sorting makes the order independent of how
+    // SQLite fed the aggregate.
+    messages.sort_unstable_by_key(|m| m.seq);
+    Ok(messages)
+}
+
+/// The 16 bytes of an id given as `hex(id)`.
+fn hex_id(text: &str) -> Result<Vec<u8>> {
+    Uuid::try_parse(text)
+        .map(|id| id.as_bytes().to_vec())
+        .map_err(|_| bad_row(format!("id {text:?}")))
+}
+
 fn uuid(bytes: &[u8]) -> Result<Uuid> {
     Uuid::from_slice(bytes).map_err(|_| bad_row(format!("an id of {} bytes", bytes.len())))
 }

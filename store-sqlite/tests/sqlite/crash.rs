@@ -63,7 +63,11 @@ fn child_process() {
                 let mut round = 0usize;
                 while Instant::now() < deadline {
                     round += 1;
-                    let target = if round.is_multiple_of(2) { own.id } else { shared.id };
+                    let target = if round.is_multiple_of(2) {
+                        own.id
+                    } else {
+                        shared.id
+                    };
                     let batch: Vec<NewMessage> = (0..1 + (round + task) % 3)
                         .map(|k| {
                             NewMessage::user(format!("task {task} round {round} #{k}"))
