@@ -365,7 +365,7 @@ async fn update(
 }
 
 async fn delete(conn: &mut SqliteConnection, scope: &Scope, id: ConversationId) -> Result<()> {
-    let deleted = sqlx::query("DELETE FROM conversations WHERE id = ?1 AND scope = ?2")
+    let deleted = sqlx::query("DELETE FROM conversations WHERE id = ?1 AND +scope = ?2")
         .bind(&id.as_bytes()[..])
         .bind(scope.as_str())
         .execute(&mut *conn)
