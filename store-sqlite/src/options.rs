@@ -1,0 +1,102 @@
+//! How a [`SqliteStore`](crate::SqliteStore) is opened.
+
+use std::time::Duration;
+
+use conversation_core::Limits;
+
+/// When SQLite waits for the disk (`PRAGMA synchronous`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Synchronous {
+    /// Every commit is on disk before it is acknowledged: an acknowledged write survives
+    /// `kill -9` and power loss. The default.
+    #[default]
+    Full,
+    /// Commits are on disk at the next checkpoint: an acknowledged write survives
+    /// `kill -9` but the last ones may be lost to a power cut. Faster; opt-in only.
+    Normal,
+}
+
+impl Synchronous {
+    pub(crate) fn pragma_value(self) -> &'static str {
+        match self {
+            Synchronous::Full => "FULL",
+            Synchronous::Normal => "NORMAL",
+        }
+    }
+}
+
+/// Settings of a [`SqliteStore`](crate::SqliteStore); [`SqliteOptions::default`] is
+/// what [`SqliteStore::open`](crate::SqliteStore::open) uses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SqliteOptions {
+    pub(crate) synchronous: Synchronous,
+    pub(crate) busy_timeout: Duration,
+    pub(crate) readers: u32,
+    pub(crate) limits: Limits,
+    pub(crate) max_group: usize,
+    pub(crate) queue_capacity: usize,
+}
+
+impl Default for SqliteOptions {
+    fn default() -> Self {
+        Self {
+            synchronous: Synchronous::Full,
+            busy_timeout: Duration::from_secs(5),
+            readers: 4,
+            limits: Limits::default(),
+            max_group: 64,
+            queue_capacity: 1024,
+        }
+    }
+}
+
+impl SqliteOptions {
+    /// The defaults: `synchronous=FULL`, a 5 s busy timeout, 4 readers, default
+    /// [`Limits`], groups of at most 64 writes, a queue of 1024 writes.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets `PRAGMA synchronous` of the writer connection.
+    pub fn synchronous(mut self, synchronous: Synchronous) -> Self {
+        self.synchronous = synchronous;
+        self
+    }
+
+    /// How long a connection waits for a lock held by another connection (another
+    /// process, or the writer during a checkpoint) before giving up with
+    /// [`Error::Unavailable`](conversation_core::Error::Unavailable). Set on every
+    /// connection the store opens. Default 5 s.
+    pub fn busy_timeout(mut self, timeout: Duration) -> Self {
+        self.busy_timeout = timeout;
+        self
+    }
+
+    /// How many read connections the store opens and keeps (at least 1). Default 4.
+    /// Ignored by [`SqliteStore::from_pool`](crate::SqliteStore::from_pool), where the
+    /// host's pool decides.
+    pub fn readers(mut self, readers: u32) -> Self {
+        self.readers = readers.max(1);
+        self
+    }
+
+    /// The input limits checked before anything is written. Default [`Limits::default`].
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// The most writes committed together in one transaction (at least 1). Default 64.
+    pub fn max_group_size(mut self, writes: usize) -> Self {
+        self.max_group = writes.max(1);
+        self
+    }
+
+    /// How many writes may wait for the writer before callers wait to queue theirs
+    /// (at least 1). Default 1024.
+    pub fn queue_capacity(mut self, writes: usize) -> Self {
+        self.queue_capacity = writes.max(1);
+        self
+    }
+}

@@ -1,0 +1,84 @@
+//! Every integration test of `conversation-store-sqlite`, in one test binary.
+//!
+//! - `direct`, `dyn_store`, `in_memory`: the store conformance suite, on a fresh
+//!   temporary database file per case (directly and as `Arc<dyn Store>`), and on the
+//!   in-memory mode.
+//! - `files`: reopening, migrations beside a host's own, bad files, `from_pool`.
+//! - `plans`: `EXPLAIN QUERY PLAN` of every hot read.
+//! - `concurrency`: group commit, no `SQLITE_BUSY`, dropped callers, `close`.
+//! - `crash`: `kill -9` of a child process in the middle of appends. The child is
+//!   this very test binary, re-executed with `CRASH_CHILD_DB` set, which makes the
+//!   test `crash::child_process` act as the appender (it does nothing otherwise).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::OnceLock;
+use std::time::{Duration, SystemTime};
+
+use conversation_core::Store;
+use conversation_store_sqlite::SqliteStore;
+
+/// A folder of this process under the target's temporary folder. Stores made for the
+/// conformance suite outlive the test function (the macro owns them), so their files
+/// are kept here; folders of earlier runs older than an hour are removed on start.
+fn temp_root() -> &'static PathBuf {
+    static ROOT: OnceLock<PathBuf> = OnceLock::new();
+    ROOT.get_or_init(|| {
+        let base = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("store-sqlite-tests");
+        std::fs::create_dir_all(&base).unwrap();
+        let hour_ago = SystemTime::now() - Duration::from_secs(3600);
+        for entry in std::fs::read_dir(&base).unwrap().flatten() {
+            let old = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|modified| modified < hour_ago);
+            if old {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+        tempfile::Builder::new()
+            .prefix("run-")
+            .tempdir_in(&base)
+            .unwrap()
+            .keep()
+    })
+}
+
+/// A path for a new database file, unique to this call.
+fn fresh_path() -> PathBuf {
+    temp_root().join(format!("{}.db", uuid::Uuid::now_v7().simple()))
+}
+
+async fn file_store() -> SqliteStore {
+    SqliteStore::open(fresh_path()).await.unwrap()
+}
+
+mod direct {
+    use super::*;
+    conversation_core::store_conformance_tests!(|| async { file_store().await });
+}
+
+mod dyn_store {
+    use super::*;
+    conversation_core::store_conformance_tests!(|| async {
+        Arc::new(file_store().await) as Arc<dyn Store>
+    });
+}
+
+mod in_memory {
+    use super::*;
+    conversation_core::store_conformance_tests!(|| async {
+        SqliteStore::open_in_memory().await.unwrap()
+    });
+}
+
+#[path = "sqlite/concurrency.rs"]
+mod concurrency;
+#[path = "sqlite/crash.rs"]
+mod crash;
+#[path = "sqlite/files.rs"]
+mod files;
+#[path = "sqlite/plans.rs"]
+mod plans;
