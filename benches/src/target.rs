@@ -1,0 +1,439 @@
+//! The store under test: opened, seeded in bulk, reopened, shut down.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use chrono::{DateTime, Utc};
+use conversation_core::{ConversationId, NewConversation, Scope, Store};
+use conversation_store_memory::MemoryStore;
+use conversation_store_postgres::{PostgresOptions, PostgresStore};
+use conversation_store_sqlite::SqliteStore;
+use sqlx::{AssertSqlSafe, Executor as _};
+use tokio::runtime::Runtime;
+use uuid::Uuid;
+
+use crate::sqlite::{RawSqlite, Seeder, now_millis};
+use crate::{Error, Result, body};
+
+/// Which store a run measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreKind {
+    /// `conversation-store-memory`.
+    Memory,
+    /// `conversation-store-sqlite`, on a file, with the default options (durable).
+    Sqlite,
+    /// `conversation-store-postgres`, in a schema of its own, dropped at the end.
+    Postgres,
+}
+
+impl StoreKind {
+    /// The name used on the command line and in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            StoreKind::Memory => "memory",
+            StoreKind::Sqlite => "sqlite",
+            StoreKind::Postgres => "postgres",
+        }
+    }
+}
+
+impl fmt::Display for StoreKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for StoreKind {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "memory" => Ok(StoreKind::Memory),
+            "sqlite" => Ok(StoreKind::Sqlite),
+            "postgres" => Ok(StoreKind::Postgres),
+            other => Err(Error::harness(format!(
+                "unknown store {other:?}: one of sqlite, memory, postgres"
+            ))),
+        }
+    }
+}
+
+/// Messages per batch when seeding through a store's append (its largest batch).
+const SEED_BATCH: usize = 256;
+
+/// Rows per statement when seeding PostgreSQL.
+const PG_CHUNK: usize = 5_000;
+
+/// The store under test and what it takes to seed and reopen it.
+#[derive(Debug)]
+pub(crate) enum Target {
+    Memory(Arc<MemoryStore>),
+    Sqlite {
+        store: Option<Arc<SqliteStore>>,
+        path: PathBuf,
+        raw: Box<RawSqlite>,
+        seeder: Box<Seeder>,
+    },
+    Postgres {
+        store: Option<PostgresStore>,
+        url: String,
+        schema: String,
+        clock: i64,
+    },
+}
+
+impl Target {
+    /// Opens a new, empty store: for SQLite a file `scale.db` in `dir`; for
+    /// PostgreSQL a new schema.
+    pub(crate) fn open(kind: StoreKind, dir: &Path, url: &str, rt: &Runtime) -> Result<Self> {
+        match kind {
+            StoreKind::Memory => Ok(Target::Memory(Arc::new(MemoryStore::new()))),
+            StoreKind::Sqlite => {
+                let path = dir.join("scale.db");
+                let store = rt.block_on(SqliteStore::open(&path))?;
+                Ok(Target::Sqlite {
+                    store: Some(Arc::new(store)),
+                    raw: Box::new(RawSqlite::open(&path)?),
+                    seeder: Box::new(Seeder::open(&path)?),
+                    path,
+                })
+            }
+            StoreKind::Postgres => {
+                let seconds = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs());
+                let schema = format!("conv_scale_{seconds}_{}", std::process::id());
+                let store = rt.block_on(connect_postgres(url, &schema))?;
+                Ok(Target::Postgres {
+                    store: Some(store),
+                    url: url.to_owned(),
+                    schema,
+                    clock: now_millis() - 30 * 24 * 3_600_000,
+                })
+            }
+        }
+    }
+
+    /// The store, as a host holds it.
+    pub(crate) fn store(&self) -> Result<Arc<dyn Store>> {
+        let closed = || Error::harness("the store is closed");
+        Ok(match self {
+            Target::Memory(store) => Arc::clone(store) as Arc<dyn Store>,
+            Target::Sqlite { store, .. } => {
+                Arc::clone(store.as_ref().ok_or_else(closed)?) as Arc<dyn Store>
+            }
+            Target::Postgres { store, .. } => {
+                Arc::new(store.as_ref().ok_or_else(closed)?.clone()) as Arc<dyn Store>
+            }
+        })
+    }
+
+    /// The raw SQLite baseline, for a SQLite store.
+    pub(crate) fn raw(&self) -> Option<&RawSqlite> {
+        match self {
+            Target::Sqlite { raw, .. } => Some(raw),
+            _ => None,
+        }
+    }
+
+    /// Whether the store persists, so that closing and reopening it means something.
+    pub(crate) fn reopens(&self) -> bool {
+        !matches!(self, Target::Memory(_))
+    }
+
+    /// Creates `count` conversations in each scope, untimed; their ids per scope,
+    /// least recent activity first. SQLite: raw bulk inserts; PostgreSQL: multi-row
+    /// inserts from arrays; memory: the store's own create.
+    pub(crate) fn seed_conversations(
+        &mut self,
+        rt: &Runtime,
+        scopes: &[(Scope, usize)],
+    ) -> Result<Vec<Vec<ConversationId>>> {
+        match self {
+            Target::Memory(store) => rt.block_on(async {
+                let mut all = Vec::with_capacity(scopes.len());
+                for (scope, count) in scopes {
+                    let mut ids = Vec::with_capacity(*count);
+                    for i in 0..*count {
+                        let new = NewConversation::new()
+                            .with_title(format!("Conversation {i} about the orders table"));
+                        ids.push(store.create_conversation(scope, new).await?.id);
+                    }
+                    all.push(ids);
+                }
+                Ok(all)
+            }),
+            Target::Sqlite { seeder, .. } => seeder.conversations(scopes),
+            Target::Postgres {
+                store,
+                schema,
+                clock,
+                ..
+            } => {
+                let store = store
+                    .as_ref()
+                    .ok_or_else(|| Error::harness("the store is closed"))?;
+                rt.block_on(pg_seed_conversations(store, schema, clock, scopes))
+            }
+        }
+    }
+
+    /// Gives conversation `id` (of `scope`, with no message yet) `count` messages,
+    /// untimed. SQLite: raw bulk inserts; PostgreSQL: multi-row inserts; memory: the
+    /// store's append in batches of 256.
+    pub(crate) fn seed_messages(
+        &mut self,
+        rt: &Runtime,
+        scope: &Scope,
+        id: ConversationId,
+        count: usize,
+    ) -> Result<()> {
+        match self {
+            Target::Memory(store) => rt.block_on(async {
+                let mut next = 0;
+                while next < count {
+                    let size = SEED_BATCH.min(count - next);
+                    store
+                        .append_messages(scope, id, body::messages(next as u64, size), None)
+                        .await?;
+                    next += size;
+                }
+                Ok(())
+            }),
+            Target::Sqlite { seeder, .. } => seeder.messages(id, count),
+            Target::Postgres {
+                store,
+                schema,
+                clock,
+                ..
+            } => {
+                let store = store
+                    .as_ref()
+                    .ok_or_else(|| Error::harness("the store is closed"))?;
+                rt.block_on(pg_seed_messages(store, schema, clock, id, count))
+            }
+        }
+    }
+
+    /// Ends a seeding step: SQLite checkpoints the WAL into the file; PostgreSQL
+    /// refreshes the planner's statistics, as autovacuum would soon after a bulk load.
+    pub(crate) fn settle(&mut self, rt: &Runtime) -> Result<()> {
+        match self {
+            Target::Memory(_) => Ok(()),
+            Target::Sqlite { seeder, .. } => seeder.checkpoint(),
+            Target::Postgres { store, schema, .. } => {
+                let store = store
+                    .as_ref()
+                    .ok_or_else(|| Error::harness("the store is closed"))?;
+                rt.block_on(async {
+                    for table in ["conversations", "messages"] {
+                        store
+                            .pool()
+                            .execute(AssertSqlSafe(format!("ANALYZE \"{schema}\".{table}")))
+                            .await?;
+                    }
+                    Ok(())
+                })
+            }
+        }
+    }
+
+    /// Closes the store (finishing its queued writes, closing its connections).
+    pub(crate) fn close(&mut self, rt: &Runtime) {
+        match self {
+            Target::Memory(_) => {}
+            Target::Sqlite { store, .. } => {
+                if let Some(store) = store.take() {
+                    rt.block_on(store.close());
+                }
+            }
+            Target::Postgres { store, .. } => {
+                if let Some(store) = store.take() {
+                    rt.block_on(store.pool().close());
+                }
+            }
+        }
+    }
+
+    /// Opens the store again after [`Target::close`], as a restarted host does:
+    /// SQLite opens its file (checking the migrations, opening its writer and
+    /// readers), PostgreSQL connects a new pool (checking the migrations). Meant to
+    /// be timed.
+    pub(crate) async fn reopen(&mut self) -> Result<Arc<dyn Store>> {
+        match self {
+            Target::Memory(store) => Ok(Arc::clone(store) as Arc<dyn Store>),
+            Target::Sqlite { store, path, .. } => {
+                let opened = Arc::new(SqliteStore::open(&*path).await?);
+                *store = Some(Arc::clone(&opened));
+                Ok(opened as Arc<dyn Store>)
+            }
+            Target::Postgres {
+                store, url, schema, ..
+            } => {
+                let opened = connect_postgres(url, schema).await?;
+                *store = Some(opened.clone());
+                Ok(Arc::new(opened) as Arc<dyn Store>)
+            }
+        }
+    }
+
+    /// Closes the store; for PostgreSQL, drops the run's schema first.
+    pub(crate) fn shutdown(mut self, rt: &Runtime) -> Result<()> {
+        let dropped = match &self {
+            Target::Postgres {
+                store: Some(store),
+                schema,
+                ..
+            } => rt
+                .block_on(
+                    store
+                        .pool()
+                        .execute(AssertSqlSafe(format!("DROP SCHEMA \"{schema}\" CASCADE"))),
+                )
+                .map(drop)
+                .map_err(Error::from),
+            Target::Postgres {
+                store: None,
+                url,
+                schema,
+                ..
+            } => rt.block_on(async {
+                let store = connect_postgres(url, schema).await?;
+                store
+                    .pool()
+                    .execute(AssertSqlSafe(format!("DROP SCHEMA \"{schema}\" CASCADE")))
+                    .await?;
+                store.pool().close().await;
+                Ok(())
+            }),
+            _ => Ok(()),
+        };
+        self.close(rt);
+        dropped
+    }
+}
+
+async fn connect_postgres(url: &str, schema: &str) -> Result<PostgresStore> {
+    Ok(PostgresStore::connect_with(url, PostgresOptions::new().schema(schema)).await?)
+}
+
+fn timestamp(millis: i64) -> Result<DateTime<Utc>> {
+    DateTime::<Utc>::from_timestamp_millis(millis)
+        .ok_or_else(|| Error::harness(format!("{millis} ms is no timestamp")))
+}
+
+async fn pg_seed_conversations(
+    store: &PostgresStore,
+    schema: &str,
+    clock: &mut i64,
+    scopes: &[(Scope, usize)],
+) -> Result<Vec<Vec<ConversationId>>> {
+    let statement = format!(
+        "INSERT INTO \"{schema}\".conversations (id, scope, title, title_source, created_at, \
+         updated_at, message_count, pinned, archived, metadata, version) \
+         SELECT id, scope, title, 'user', at, at, 0, false, false, '{{}}'::jsonb, 1 \
+         FROM unnest($1::uuid[], $2::text[], $3::text[], $4::timestamptz[]) AS t(id, scope, title, at)"
+    );
+    let mut all = Vec::with_capacity(scopes.len());
+    let mut rows: Vec<(Uuid, String, String, DateTime<Utc>)> = Vec::with_capacity(PG_CHUNK);
+    for (scope, count) in scopes {
+        let mut ids = Vec::with_capacity(*count);
+        for i in 0..*count {
+            let id = ConversationId::new();
+            *clock += 1;
+            rows.push((
+                *id.as_uuid(),
+                scope.as_str().to_owned(),
+                format!("Conversation {i} about the orders table"),
+                timestamp(*clock)?,
+            ));
+            ids.push(id);
+            if rows.len() == PG_CHUNK {
+                pg_insert_conversations(store, &statement, &mut rows).await?;
+            }
+        }
+        all.push(ids);
+    }
+    pg_insert_conversations(store, &statement, &mut rows).await?;
+    Ok(all)
+}
+
+async fn pg_insert_conversations(
+    store: &PostgresStore,
+    statement: &str,
+    rows: &mut Vec<(Uuid, String, String, DateTime<Utc>)>,
+) -> Result<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let (mut ids, mut scopes, mut titles, mut ats) = (vec![], vec![], vec![], vec![]);
+    for (id, scope, title, at) in rows.drain(..) {
+        ids.push(id);
+        scopes.push(scope);
+        titles.push(title);
+        ats.push(at);
+    }
+    sqlx::query(AssertSqlSafe(statement))
+        .bind(ids)
+        .bind(scopes)
+        .bind(titles)
+        .bind(ats)
+        .execute(store.pool())
+        .await?;
+    Ok(())
+}
+
+async fn pg_seed_messages(
+    store: &PostgresStore,
+    schema: &str,
+    clock: &mut i64,
+    id: ConversationId,
+    count: usize,
+) -> Result<()> {
+    let statement = format!(
+        "INSERT INTO \"{schema}\".messages (conversation_id, seq, id, role, content, tool_calls, \
+         tool_call_id, metadata, created_at) \
+         SELECT $1, seq, id, role, content, '[]'::jsonb, NULL, '{{}}'::jsonb, at \
+         FROM unnest($2::bigint[], $3::uuid[], $4::text[], $5::text[], $6::timestamptz[]) \
+         AS t(seq, id, role, content, at)"
+    );
+    let mut next = 0;
+    while next < count {
+        let size = PG_CHUNK.min(count - next);
+        let (mut seqs, mut ids, mut roles, mut contents, mut ats) =
+            (vec![], vec![], vec![], vec![], vec![]);
+        for i in next..next + size {
+            let message = body::message(i as u64);
+            *clock += 1;
+            seqs.push(i as i64 + 1);
+            ids.push(Uuid::now_v7());
+            roles.push(message.role.as_str());
+            contents.push(message.content);
+            ats.push(timestamp(*clock)?);
+        }
+        sqlx::query(AssertSqlSafe(statement.as_str()))
+            .bind(*id.as_uuid())
+            .bind(seqs)
+            .bind(ids)
+            .bind(roles)
+            .bind(contents)
+            .bind(ats)
+            .execute(store.pool())
+            .await?;
+        next += size;
+    }
+    *clock += 1;
+    sqlx::query(AssertSqlSafe(format!(
+        "UPDATE \"{schema}\".conversations SET message_count = $2, version = 2, updated_at = $3 \
+         WHERE id = $1"
+    )))
+    .bind(*id.as_uuid())
+    .bind(count as i64)
+    .bind(timestamp(*clock)?)
+    .execute(store.pool())
+    .await?;
+    Ok(())
+}
