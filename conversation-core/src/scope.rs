@@ -15,6 +15,11 @@ use crate::Error;
 /// control characters. It is compared byte for byte (`"A"` and `"a"` are two scopes).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
+#[cfg_attr(
+    feature = "openapi",
+    derive(utoipa::ToSchema),
+    schema(value_type = String, example = "connection-42")
+)]
 pub struct Scope(String);
 
 impl Scope {
