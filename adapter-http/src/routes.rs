@@ -1,0 +1,670 @@
+//! The handlers, each documented for OpenAPI next to its code.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use axum::extract::{FromRequestParts, OriginalUri, Query, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode, Uri, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::{Json, http::HeaderName};
+use conversation_core::{
+    ArchivedFilter, ChatModel, Conversation, ConversationId, ConversationPatch, ConversationQuery,
+    Error, MessagePage, MessageQuery, NewConversation, NewMessage, ReplyEvent, ReplyProgress,
+    Scope, StreamingReply,
+};
+use futures::{StreamExt as _, stream};
+use serde::Deserialize;
+use tower_http::timeout::TimeoutLayer;
+use utoipa::IntoParams;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::AppState;
+use crate::HttpLimits;
+use crate::docs::{ApiDoc, BodyErrors, ScopeErrors};
+use crate::extract::{
+    ConversationParam, IfMatch, JsonBody, JsonValue, ScopeAccess, etag, from_json, parse_bool,
+    parse_limit, parse_seq,
+};
+use crate::problem::{ApiError, Problem};
+use crate::wire::{
+    AppendRequest, AppendResult, ContextWindow, ConversationList, ReplyDelta, ReplyRequest,
+    StoredMessage, TitleResult,
+};
+
+/// Every route, documented; `limits` sets the timeouts.
+pub(crate) fn api(limits: &HttpLimits) -> OpenApiRouter<AppState> {
+    use utoipa::OpenApi as _;
+    let timeout =
+        |duration| TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, duration);
+    let plain = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(list_conversations, create_conversation))
+        .routes(routes!(
+            get_conversation,
+            update_conversation,
+            delete_conversation
+        ))
+        .routes(routes!(list_messages, append_messages))
+        .routes(routes!(get_context))
+        .routes(routes!(generate_title))
+        .routes(routes!(openapi_document))
+        .route_layer(timeout(limits.request_timeout));
+    let streaming = OpenApiRouter::new()
+        .routes(routes!(reply))
+        .route_layer(timeout(limits.reply_start_timeout));
+    plain.merge(streaming)
+}
+
+/// The query of a list, read as text so that every bad value is a problem naming it.
+fn query_params<T: for<'de> Deserialize<'de>>(uri: &Uri) -> Result<T, ApiError> {
+    Query::<T>::try_from_uri(uri)
+        .map(|Query(params)| params)
+        .map_err(|rejection| ApiError::parameter("query", rejection.body_text()))
+}
+
+/// A core `InvalidInput` about a query parameter, reported as that parameter.
+fn parameter_error(name: &str, error: Error) -> ApiError {
+    match error {
+        Error::InvalidInput { reason, .. } => ApiError::parameter(name, reason),
+        other => other.into(),
+    }
+}
+
+/// Query of `GET /{scope}/conversations`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct ListParams {
+    /// Page size, at least 1; default 50; values above 200 are lowered to 200.
+    #[param(value_type = Option<u64>, minimum = 1)]
+    limit: Option<String>,
+    /// The `nextCursor` of the previous page of the same query; empty means the first page.
+    cursor: Option<String>,
+    /// `exclude` (default: the sidebar), `include` or `only` (the archive).
+    #[param(value_type = Option<ArchivedFilter>)]
+    archived: Option<String>,
+    /// `true` lists pinned conversations before the others.
+    #[param(value_type = Option<bool>)]
+    pinned: Option<String>,
+    /// Only conversations whose title contains this text, ignoring ASCII case; at most
+    /// 256 characters, no control characters.
+    q: Option<String>,
+}
+
+impl ListParams {
+    fn into_query(self) -> Result<ConversationQuery, ApiError> {
+        let archived = match self.archived.as_deref() {
+            None | Some("exclude") => ArchivedFilter::Exclude,
+            Some("include") => ArchivedFilter::Include,
+            Some("only") => ArchivedFilter::Only,
+            Some(other) => {
+                return Err(ApiError::parameter(
+                    "archived",
+                    format!("{other:?} is not one of exclude, include, only"),
+                ));
+            }
+        };
+        let query = ConversationQuery {
+            limit: parse_limit(self.limit.as_deref())?,
+            cursor: self.cursor.filter(|cursor| !cursor.is_empty()),
+            archived,
+            pinned_first: parse_bool("pinned", self.pinned.as_deref())?.unwrap_or(false),
+            title_contains: self.q,
+        };
+        query
+            .title_filter()
+            .map_err(|error| parameter_error("q", error))?;
+        query
+            .position()
+            .map_err(|error| parameter_error("cursor", error))?;
+        Ok(query)
+    }
+}
+
+/// List conversations
+///
+/// One page of the scope's conversations, newest activity first, keyset-paginated:
+/// pass `nextCursor` as `cursor` to read on. Archived conversations are left out
+/// unless `archived` asks for them.
+#[utoipa::path(
+    get,
+    path = "/{scope}/conversations",
+    tag = "conversations",
+    operation_id = "listConversations",
+    params(("scope" = Scope, Path, description = "The scope (e.g. a database connection id)."), ListParams),
+    responses(
+        (status = 200, description = "A page of conversations.", body = ConversationList),
+        ScopeErrors,
+    )
+)]
+async fn list_conversations(
+    State(app): State<AppState>,
+    ScopeAccess(scope): ScopeAccess,
+    uri: Uri,
+) -> Result<Json<ConversationList>, ApiError> {
+    let query = query_params::<ListParams>(&uri)?.into_query()?;
+    let page = app.api.service.list(&scope, &query).await?;
+    Ok(Json(page.into()))
+}
+
+/// Create a conversation
+///
+/// A `title` given is the user's and final; without one, the first user message
+/// gives a title at once and the title generator a better one after the first reply.
+#[utoipa::path(
+    post,
+    path = "/{scope}/conversations",
+    tag = "conversations",
+    operation_id = "createConversation",
+    params(("scope" = Scope, Path, description = "The scope.")),
+    request_body(content = NewConversation, content_type = "application/json"),
+    responses(
+        (status = 201, description = "Created.", body = Conversation, headers(
+            ("Location" = String, description = "The conversation's URL."),
+            ("ETag" = String, description = "The conversation's version, e.g. `\"1\"`."),
+        )),
+        ScopeErrors,
+        BodyErrors,
+    )
+)]
+async fn create_conversation(
+    State(app): State<AppState>,
+    ScopeAccess(scope): ScopeAccess,
+    OriginalUri(uri): OriginalUri,
+    JsonBody(new): JsonBody<NewConversation>,
+) -> Result<Response, ApiError> {
+    let conversation = app.api.service.create(&scope, new).await?;
+    let location = format!("{}/{}", uri.path().trim_end_matches('/'), conversation.id);
+    Ok((
+        StatusCode::CREATED,
+        [
+            (header::LOCATION, header_value(&location)?),
+            (header::ETAG, header_value(&etag(conversation.version))?),
+        ],
+        Json(conversation),
+    )
+        .into_response())
+}
+
+fn header_value(text: &str) -> Result<HeaderValue, ApiError> {
+    HeaderValue::from_str(text).map_err(|error| {
+        tracing::error!(%error, "could not build a response header");
+        Problem::internal().into()
+    })
+}
+
+fn with_etag(conversation: Conversation) -> Result<Response, ApiError> {
+    Ok((
+        [(header::ETAG, header_value(&etag(conversation.version))?)],
+        Json(conversation),
+    )
+        .into_response())
+}
+
+/// Get a conversation
+#[utoipa::path(
+    get,
+    path = "/{scope}/conversations/{id}",
+    tag = "conversations",
+    operation_id = "getConversation",
+    params(
+        ("scope" = Scope, Path, description = "The scope."),
+        ("id" = ConversationId, Path, description = "The conversation's id."),
+    ),
+    responses(
+        (status = 200, description = "The conversation.", body = Conversation, headers(
+            ("ETag" = String, description = "The conversation's version, e.g. `\"3\"`; send it as `If-Match` to update only this version."),
+        )),
+        ScopeErrors,
+    )
+)]
+async fn get_conversation(
+    State(app): State<AppState>,
+    ScopeAccess(scope): ScopeAccess,
+    ConversationParam(id): ConversationParam,
+) -> Result<Response, ApiError> {
+    with_etag(app.api.service.get(&scope, id).await?)
+}
+
+/// The `If-Match` header of a request, parsed.
+pub(crate) struct IfMatchHeader(Option<IfMatch>);
+
+impl FromRequestParts<AppState> for IfMatchHeader {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &AppState) -> Result<Self, ApiError> {
+        IfMatch::from_headers(&parts.headers).map(Self)
+    }
+}
+
+fn precondition_failed() -> ApiError {
+    ApiError::new(
+        StatusCode::PRECONDITION_FAILED,
+        "precondition_failed",
+        "If-Match does not match the conversation's current version; nothing changed",
+    )
+}
+
+/// The version an `If-Match` of versions pins the write to, or 412.
+async fn pinned_version(
+    app: &AppState,
+    scope: &Scope,
+    id: ConversationId,
+    versions: &[u64],
+) -> Result<u64, ApiError> {
+    let stored = app.api.service.get(scope, id).await?.version;
+    if versions.contains(&stored) {
+        Ok(stored)
+    } else {
+        Err(precondition_failed())
+    }
+}
+
+/// Maps a conflict of a write pinned by `If-Match` to 412.
+fn conflict_is_precondition(error: Error) -> ApiError {
+    match error {
+        Error::Conflict { .. } => precondition_failed(),
+        other => other.into(),
+    }
+}
+
+/// Update a conversation
+///
+/// Rename (the title becomes the user's, final for automatic titles), pin, archive
+/// or replace the metadata. Optimistic concurrency two ways: `If-Match` with the
+/// `ETag` (412 on mismatch) or `expectedVersion` in the body (409 on mismatch);
+/// either way nothing changes on a mismatch.
+#[utoipa::path(
+    patch,
+    path = "/{scope}/conversations/{id}",
+    tag = "conversations",
+    operation_id = "updateConversation",
+    params(
+        ("scope" = Scope, Path, description = "The scope."),
+        ("id" = ConversationId, Path, description = "The conversation's id."),
+        ("If-Match" = Option<String>, Header, description = "Apply only if the conversation's `ETag` is one of these (`*`: any)."),
+    ),
+    request_body(content = ConversationPatch, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The updated conversation.", body = Conversation, headers(
+            ("ETag" = String, description = "The new version."),
+        )),
+        (status = 409, description = "`expectedVersion` is not the stored version (`conflict`); nothing changed.", body = Problem, content_type = "application/problem+json"),
+        (status = 412, description = "`If-Match` does not match (`precondition_failed`); nothing changed.", body = Problem, content_type = "application/problem+json"),
+        ScopeErrors,
+        BodyErrors,
+    )
+)]
+async fn update_conversation(
+    State(app): State<AppState>,
+    ScopeAccess(scope): ScopeAccess,
+    ConversationParam(id): ConversationParam,
+    IfMatchHeader(if_match): IfMatchHeader,
+    JsonBody(mut patch): JsonBody<ConversationPatch>,
+) -> Result<Response, ApiError> {
+    let service = &app.api.service;
+    let updated = match if_match {
+        None | Some(IfMatch::Any) => service.update(&scope, id, patch).await?,
+        Some(IfMatch::Versions(versions)) => {
+            let stored = pinned_version(&app, &scope, id, &versions).await?;
+            if let Some(expected) = patch.expected_version
+                && expected != stored
+            {
+                return Err(Error::Conflict {
+                    expected,
+                    actual: stored,
+                }
+                .into());
+            }
+            patch.expected_version = Some(stored);
+            service
+                .update(&scope, id, patch)
+                .await
+                .map_err(conflict_is_precondition)?
+        }
+    };
+    with_etag(updated)
+}
+
+/// Delete a conversation
+///
+/// Removes it and all its messages at once.
+#[utoipa::path(
+    delete,
+    path = "/{scope}/conversations/{id}",
+    tag = "conversations",
+    operation_id = "deleteConversation",
+    params(
+        ("scope" = Scope, Path, description = "The scope."),
+        ("id" = ConversationId, Path, description = "The conversation's id."),
+    ),
+    responses(
+        (status = 204, description = "Deleted."),
+        ScopeErrors,
+    )
+)]
+async fn delete_conversation(
+    State(app): State<AppState>,
+    ScopeAccess(scope): ScopeAccess,
+    ConversationParam(id): ConversationParam,
+) -> Result<StatusCode, ApiError> {
+    app.api.service.delete(&scope, id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Query of `GET /{scope}/conversations/{id}/messages`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct MessageParams {
+    /// Page size, at least 1; default 50; values above 200 are lowered to 200.
+    #[param(value_type = Option<u64>, minimum = 1)]
+    limit: Option<String>,
+    /// Only messages with a smaller `seq` (read backwards from there).
+    #[param(value_type = Option<u64>, minimum = 0)]
+    before: Option<String>,
+    /// Only messages with a larger `seq` (read forwards from there).
+    #[param(value_type = Option<u64>, minimum = 0)]
+    after: Option<String>,
+}
+
+/// List messages
+///
+/// A page of messages, always chronological (ascending `seq`). Without bounds: the
+/// newest `limit`; with `before`: the newest `limit` before it (page backwards with
+/// `before` = the first `seq` of the page); with `after`: the oldest `limit` after it
+/// (page forwards with `after` = the last `seq`). `hasMore` says whether more lie
+/// beyond the page in the direction read.
+#[utoipa::path(
+    get,
+    path = "/{scope}/conversations/{id}/messages",
+    tag = "messages",
+    operation_id = "listMessages",
+    params(
+        ("scope" = Scope, Path, description = "The scope."),
+        ("id" = ConversationId, Path, description = "The conversation's id."),
+        MessageParams,
+    ),
+    responses(
+        (status = 200, description = "A page of messages.", body = MessagePage),
+        ScopeErrors,
+    )
+)]
+async fn list_messages(
+    State(app): State<AppState>,
+    ScopeAccess(scope): ScopeAccess,
+    ConversationParam(id): ConversationParam,
+    uri: Uri,
+) -> Result<Json<MessagePage>, ApiError> {
+    let params = query_params::<MessageParams>(&uri)?;
+    let query = MessageQuery {
+        limit: parse_limit(params.limit.as_deref())?,
+        before: parse_seq("before", params.before.as_deref())?,
+        after: parse_seq("after", params.after.as_deref())?,
+    };
+    Ok(Json(app.api.service.messages(&scope, id, &query).await?))
+}
+
+/// Append messages
+///
+/// One message or an array of them, stored atomically in the order given with the
+/// next `seq`s. A message whose `id` is already stored in the conversation is
+/// returned as stored and not written again, so a retried POST stores nothing twice.
+/// `If-Match` appends only at that version (412 otherwise).
+#[utoipa::path(
+    post,
+    path = "/{scope}/conversations/{id}/messages",
+    tag = "messages",
+    operation_id = "appendMessages",
+    params(
+        ("scope" = Scope, Path, description = "The scope."),
+        ("id" = ConversationId, Path, description = "The conversation's id."),
+        ("If-Match" = Option<String>, Header, description = "Append only if the conversation's `ETag` is one of these (`*`: any)."),
+    ),
+    request_body(content = AppendRequest, content_type = "application/json"),
+    responses(
+        (status = 201, description = "Stored (or, for ids already stored, found).", body = AppendResult),
+        (status = 412, description = "`If-Match` does not match (`precondition_failed`); nothing stored.", body = Problem, content_type = "application/problem+json"),
+        ScopeErrors,
+        BodyErrors,
+    )
+)]
+async fn append_messages(
+    State(app): State<AppState>,
+    ScopeAccess(scope): ScopeAccess,
+    ConversationParam(id): ConversationParam,
+    IfMatchHeader(if_match): IfMatchHeader,
+    JsonValue(body): JsonValue,
+) -> Result<Response, ApiError> {
+    let messages = parse_append(body)?;
+    let service = &app.api.service;
+    let appended = match if_match {
+        None | Some(IfMatch::Any) => service.append(&scope, id, messages).await?,
+        Some(IfMatch::Versions(versions)) => {
+            let stored = pinned_version(&app, &scope, id, &versions).await?;
+            service
+                .append_at_version(&scope, id, messages, stored)
+                .await
+                .map_err(conflict_is_precondition)?
+        }
+    };
+    Ok((StatusCode::CREATED, Json(AppendResult::from(appended))).into_response())
+}
+
+/// One message (an object) or a batch (an array), with the offending field named.
+fn parse_append(body: serde_json::Value) -> Result<Vec<NewMessage>, ApiError> {
+    match body {
+        serde_json::Value::Array(_) => from_json(body).map(AppendRequest::Batch),
+        serde_json::Value::Object(_) => from_json(body).map(AppendRequest::One),
+        _ => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_body",
+            "the body must be a message object or an array of them",
+        )),
+    }
+    .map(AppendRequest::into_messages)
+}
+
+/// Get the context window
+///
+/// The messages the model would get now: the most recent ones (20 by default),
+/// never starting with a tool result cut off from its call.
+#[utoipa::path(
+    get,
+    path = "/{scope}/conversations/{id}/context",
+    tag = "messages",
+    operation_id = "getContext",
+    params(
+        ("scope" = Scope, Path, description = "The scope."),
+        ("id" = ConversationId, Path, description = "The conversation's id."),
+    ),
+    responses(
+        (status = 200, description = "The context window, chronological.", body = ContextWindow),
+        ScopeErrors,
+    )
+)]
+async fn get_context(
+    State(app): State<AppState>,
+    ScopeAccess(scope): ScopeAccess,
+    ConversationParam(id): ConversationParam,
+) -> Result<Json<ContextWindow>, ApiError> {
+    let items = app.api.service.context(&scope, id).await?;
+    Ok(Json(ContextWindow { items }))
+}
+
+/// Generate the title now
+///
+/// Asks the title generator now and waits for it (a "regenerate title" button). A
+/// title the user set is kept (`applied` is `false`).
+#[utoipa::path(
+    post,
+    path = "/{scope}/conversations/{id}/title",
+    tag = "conversations",
+    operation_id = "generateTitle",
+    params(
+        ("scope" = Scope, Path, description = "The scope."),
+        ("id" = ConversationId, Path, description = "The conversation's id."),
+    ),
+    responses(
+        (status = 200, description = "The conversation with its title.", body = TitleResult),
+        (status = 422, description = "The conversation has no messages to title from (`invalid_input`).", body = Problem, content_type = "application/problem+json"),
+        ScopeErrors,
+    )
+)]
+async fn generate_title(
+    State(app): State<AppState>,
+    ScopeAccess(scope): ScopeAccess,
+    ConversationParam(id): ConversationParam,
+) -> Result<Json<TitleResult>, ApiError> {
+    let outcome = app.api.service.generate_title(&scope, id).await?;
+    Ok(Json(outcome.into()))
+}
+
+/// The chat model, or 501.
+pub(crate) struct RequireModel(Arc<dyn ChatModel>);
+
+impl FromRequestParts<AppState> for RequireModel {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(_: &mut Parts, app: &AppState) -> Result<Self, ApiError> {
+        app.api.model.clone().map(Self).ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_IMPLEMENTED,
+                "model_not_configured",
+                "this server has no chat model configured",
+            )
+        })
+    }
+}
+
+/// Reply with the model, streamed
+///
+/// Stores the user's message, sends the context window to the model and streams its
+/// reply as Server-Sent Events. Each event's `data` is one JSON document
+/// (`ReplyStreamEvent` describes them by event name):
+///
+/// - `message`: first, the user's message as stored, with the conversation;
+/// - `delta`: more text (`{"text": …}`);
+/// - `toolCall`: a complete tool call (`{"id", "name", "arguments"}`);
+/// - `done`: last on success, the assistant's reply as stored, with the conversation;
+/// - `error`: last on failure, a problem document.
+///
+/// The reply is stored only once the model has finished: after `error`, or if the
+/// client disconnects, nothing of the reply is stored, while the user's message
+/// stays. Storing the reply starts title generation when the conversation has no
+/// user or generated title. An error before the stream starts (404, 422, 501, 503…)
+/// is an ordinary problem response; if the model refused to start, the user's message
+/// is already stored, and a retry with the same `id` does not store it twice.
+#[utoipa::path(
+    post,
+    path = "/{scope}/conversations/{id}/reply",
+    tag = "messages",
+    operation_id = "reply",
+    params(
+        ("scope" = Scope, Path, description = "The scope."),
+        ("id" = ConversationId, Path, description = "The conversation's id."),
+    ),
+    request_body(content = ReplyRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The reply as Server-Sent Events: `message`, then `delta` and `toolCall`, then `done` or `error`; see `ReplyStreamEvent`.",
+            content_type = "text/event-stream", body = String),
+        (status = 501, description = "No chat model is configured (`model_not_configured`).", body = Problem, content_type = "application/problem+json"),
+        ScopeErrors,
+        BodyErrors,
+    )
+)]
+async fn reply(
+    State(app): State<AppState>,
+    ScopeAccess(scope): ScopeAccess,
+    ConversationParam(id): ConversationParam,
+    RequireModel(model): RequireModel,
+    JsonBody(request): JsonBody<ReplyRequest>,
+) -> Result<Response, ApiError> {
+    let (message, tools) = request.into_parts();
+    let StreamingReply { user, events } = app
+        .api
+        .service
+        .reply(&model, &scope, id, message, tools)
+        .await?;
+    let first = match StoredMessage::from_appended(user) {
+        Some(stored) => sse_event("message", &stored),
+        None => error_event(&Problem::internal()),
+    };
+    let rest = events.filter_map(|progress| async move {
+        match progress {
+            Ok(ReplyProgress::Model(ReplyEvent::Delta { text })) => {
+                Some(sse_event("delta", &ReplyDelta { text }))
+            }
+            Ok(ReplyProgress::Model(ReplyEvent::ToolCall { call })) => {
+                Some(sse_event("toolCall", &call))
+            }
+            // The reason and usage are stored on the message `done` carries.
+            Ok(ReplyProgress::Model(ReplyEvent::Finished { .. })) => None,
+            Ok(ReplyProgress::Stored(appended)) => {
+                Some(match StoredMessage::from_appended(appended) {
+                    Some(stored) => sse_event("done", &stored),
+                    None => error_event(&Problem::internal()),
+                })
+            }
+            Err(error) => Some(error_event(&Problem::from_error(&error))),
+        }
+    });
+    let events = stream::once(async move { first })
+        .chain(rest)
+        .map(Ok::<Event, Infallible>);
+    let mut response = Sse::new(events)
+        .keep_alive(KeepAlive::new().interval(app.api.limits.keep_alive))
+        .into_response();
+    // Ask proxies (nginx) not to buffer the stream.
+    response.headers_mut().insert(
+        HeaderName::from_static("x-accel-buffering"),
+        HeaderValue::from_static("no"),
+    );
+    Ok(response)
+}
+
+fn sse_event<T: serde::Serialize>(name: &str, data: &T) -> Event {
+    Event::default()
+        .event(name)
+        .json_data(data)
+        .unwrap_or_else(|error| {
+            tracing::error!(%error, event = name, "could not serialise an SSE event");
+            error_event(&Problem::internal())
+        })
+}
+
+fn error_event(problem: &Problem) -> Event {
+    Event::default().event("error").data(problem.to_body())
+}
+
+/// This document
+///
+/// The OpenAPI 3.1 document of this API. When the router is nested under a prefix,
+/// `servers` names that prefix.
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    tag = "meta",
+    operation_id = "getOpenApi",
+    responses(
+        (status = 200, description = "The OpenAPI document.", body = serde_json::Value, content_type = "application/json"),
+    )
+)]
+async fn openapi_document(
+    State(app): State<AppState>,
+    OriginalUri(original): OriginalUri,
+    uri: Uri,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let mut document = app.openapi.as_ref().clone();
+    if !document.is_object() {
+        return Err(Problem::internal().into());
+    }
+    if let Some(prefix) = original
+        .path()
+        .strip_suffix(uri.path())
+        .filter(|prefix| !prefix.is_empty())
+    {
+        document["servers"] = serde_json::json!([{ "url": prefix }]);
+    }
+    Ok(Json(document))
+}
