@@ -124,8 +124,17 @@ pub struct Conversation {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NewConversation {
     /// A title typed by the user (stored with [`TitleSource::User`]), or none to let
-    /// the title lifecycle name it.
+    /// the title lifecycle name it. One line, not blank, at most 200 characters by
+    /// default.
     #[serde(default)]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            min_length = 1,
+            max_length = 200,
+            pattern = r"^[^\x00-\x1F\x7F-\x9F]*[^\x00-\x1F\x7F-\x9F\s][^\x00-\x1F\x7F-\x9F]*$"
+        )
+    )]
     pub title: Option<String>,
     /// The host's own data.
     #[serde(default)]
@@ -157,8 +166,17 @@ impl NewConversation {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ConversationPatch {
-    /// Rename: stored exactly as given, with [`TitleSource::User`].
+    /// Rename: stored exactly as given, with [`TitleSource::User`]. One line, not
+    /// blank, at most 200 characters by default.
     #[serde(default)]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            min_length = 1,
+            max_length = 200,
+            pattern = r"^[^\x00-\x1F\x7F-\x9F]*[^\x00-\x1F\x7F-\x9F\s][^\x00-\x1F\x7F-\x9F]*$"
+        )
+    )]
     pub title: Option<String>,
     /// Pin or unpin.
     #[serde(default)]
@@ -289,9 +307,26 @@ impl Role {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ToolCall {
-    /// The provider's id; the tool result answers it with `tool_call_id`.
+    /// The provider's id; the tool result answers it with `tool_call_id`. At most
+    /// 256 bytes, no control characters.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            min_length = 1,
+            max_length = 256,
+            pattern = r"^[^\x00-\x1F\x7F-\x9F]+$"
+        )
+    )]
     pub id: String,
-    /// The function's name.
+    /// The function's name. At most 256 bytes, no control characters.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            min_length = 1,
+            max_length = 256,
+            pattern = r"^[^\x00-\x1F\x7F-\x9F]+$"
+        )
+    )]
     pub name: String,
     /// The arguments as JSON. A model that produced unparsable arguments has them
     /// kept as a JSON string, never dropped.
@@ -341,14 +376,24 @@ pub struct NewMessage {
     pub id: Option<MessageId>,
     /// Who wrote it.
     pub role: Role,
-    /// Its text (may be empty on an assistant message that only calls tools).
+    /// Its text (may be empty on an assistant message that only calls tools). At most
+    /// 1 MiB by default; no NUL character (nor anywhere in metadata).
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(pattern = r"^[^\x00]*$"))]
     pub content: String,
     /// Tool calls; only on assistant messages.
     #[serde(default)]
     pub tool_calls: Vec<ToolCall>,
     /// The call a tool result answers; required on, and only on, tool messages.
     #[serde(default)]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            min_length = 1,
+            max_length = 256,
+            pattern = r"^[^\x00-\x1F\x7F-\x9F]+$"
+        )
+    )]
     pub tool_call_id: Option<String>,
     /// The host's own data.
     #[serde(default)]
@@ -498,6 +543,8 @@ mod tests {
         );
         let scope = serde_json::to_value(Scope::schema()).unwrap();
         assert_eq!(scope["type"], json!("string"));
+        assert_eq!(scope["maxLength"], json!(256));
+        assert_eq!(scope["pattern"], json!(r"^[^\x00-\x1F\x7F-\x9F]+$"));
         let new = serde_json::to_value(NewMessage::schema()).unwrap();
         assert_eq!(new["additionalProperties"], json!(false));
         assert_eq!(new["required"], json!(["role"]));

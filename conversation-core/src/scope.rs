@@ -18,7 +18,13 @@ use crate::Error;
 #[cfg_attr(
     feature = "openapi",
     derive(utoipa::ToSchema),
-    schema(value_type = String, example = "connection-42")
+    schema(
+        value_type = String,
+        example = "connection-42",
+        min_length = 1,
+        max_length = 256,
+        pattern = r"^[^\x00-\x1F\x7F-\x9F]+$"
+    )
 )]
 pub struct Scope(String);
 
