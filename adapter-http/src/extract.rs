@@ -165,7 +165,8 @@ pub(crate) fn from_json<T: DeserializeOwned>(value: Value) -> Result<T, ApiError
     })
 }
 
-/// A page size: a positive integer; values above [`MAX_PAGE_SIZE`] are lowered to it.
+/// A page size: a positive integer (at most `i64::MAX`); values above
+/// [`MAX_PAGE_SIZE`] are lowered to it.
 pub(crate) fn parse_limit(raw: Option<&str>) -> Result<Option<u32>, ApiError> {
     let Some(raw) = raw else { return Ok(None) };
     let value = parse_unsigned("limit", raw)?;
@@ -176,12 +177,12 @@ pub(crate) fn parse_limit(raw: Option<&str>) -> Result<Option<u32>, ApiError> {
     Ok(Some(value.min(MAX_PAGE_SIZE as u64) as u32))
 }
 
-/// A message seq bound: a non-negative integer; values beyond `u64` mean "no bound
-/// this side can reach" and are read as `u64::MAX`.
+/// A message seq bound: a non-negative integer.
 pub(crate) fn parse_seq(field: &str, raw: Option<&str>) -> Result<Option<u64>, ApiError> {
     raw.map(|raw| parse_unsigned(field, raw)).transpose()
 }
 
+/// A non-negative integer within the documented `int64` range.
 fn parse_unsigned(field: &str, raw: &str) -> Result<u64, ApiError> {
     if raw.is_empty() || !raw.bytes().all(|b| b.is_ascii_digit()) {
         return Err(ApiError::parameter(
@@ -189,7 +190,10 @@ fn parse_unsigned(field: &str, raw: &str) -> Result<u64, ApiError> {
             format!("{raw:?} is not a non-negative integer"),
         ));
     }
-    Ok(raw.parse::<u64>().unwrap_or(u64::MAX))
+    raw.parse::<i64>()
+        .ok()
+        .and_then(|value| u64::try_from(value).ok())
+        .ok_or_else(|| ApiError::parameter(field, format!("{raw} is larger than {}", i64::MAX)))
 }
 
 /// `true` or `false`.

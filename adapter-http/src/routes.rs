@@ -17,12 +17,12 @@ use conversation_core::{
 use futures::{StreamExt as _, stream};
 use serde::Deserialize;
 use tower_http::timeout::TimeoutLayer;
+use tracing::Instrument as _;
 use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::AppState;
-use crate::HttpLimits;
 use crate::docs::{ApiDoc, BodyErrors, ScopeErrors};
 use crate::extract::{
     ConversationParam, IfMatch, JsonBody, JsonValue, ScopeAccess, etag, from_json, parse_bool,
@@ -33,6 +33,7 @@ use crate::wire::{
     AppendRequest, AppendResult, ContextWindow, ConversationList, ReplyDelta, ReplyRequest,
     StoredMessage, TitleResult,
 };
+use crate::{HttpLimits, ReplyStreamEvent};
 
 /// Every route, documented; `limits` sets the timeouts.
 pub(crate) fn api(limits: &HttpLimits) -> OpenApiRouter<AppState> {
@@ -79,7 +80,9 @@ pub(crate) struct ListParams {
     /// Page size, at least 1; default 50; values above 200 are lowered to 200.
     #[param(value_type = Option<u64>, minimum = 1)]
     limit: Option<String>,
-    /// The `nextCursor` of the previous page of the same query; empty means the first page.
+    /// The `nextCursor` of the previous page of the same query (opaque; any other
+    /// value is 400); empty means the first page.
+    #[param(pattern = r"^[A-Za-z0-9_-]*$")]
     cursor: Option<String>,
     /// `exclude` (default: the sidebar), `include` or `only` (the archive).
     #[param(value_type = Option<ArchivedFilter>)]
@@ -89,6 +92,7 @@ pub(crate) struct ListParams {
     pinned: Option<String>,
     /// Only conversations whose title contains this text, ignoring ASCII case; at most
     /// 256 characters, no control characters.
+    #[param(max_length = 256, pattern = r"^[^\x00-\x1F\x7F-\x9F]*$")]
     q: Option<String>,
 }
 
@@ -174,7 +178,8 @@ async fn create_conversation(
     OriginalUri(uri): OriginalUri,
     JsonBody(new): JsonBody<NewConversation>,
 ) -> Result<Response, ApiError> {
-    let conversation = app.api.service.create(&scope, new).await?;
+    let service = app.api.service.clone();
+    let conversation = to_completion(async move { service.create(&scope, new).await }).await?;
     let location = format!("{}/{}", uri.path().trim_end_matches('/'), conversation.id);
     Ok((
         StatusCode::CREATED,
@@ -238,6 +243,26 @@ impl FromRequestParts<AppState> for IfMatchHeader {
     }
 }
 
+/// Documentation of the `If-Match` header, which [`IfMatchHeader`] reads.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Header)]
+#[expect(
+    dead_code,
+    reason = "documentation only: IfMatchHeader reads the header"
+)]
+pub(crate) struct IfMatchParam {
+    /// Write only if the conversation's `ETag` is one of these strong entity tags
+    /// (`"7"`, `"7", "8"`), or exists at all (`*`); 412 otherwise. A weak tag never
+    /// matches.
+    #[param(
+        rename = "If-Match",
+        value_type = String,
+        required = false,
+        pattern = r#"^(\*|(W/)?"[\x21\x23-\x7E]*"( *, *(W/)?"[\x21\x23-\x7E]*")*)$"#
+    )]
+    if_match: Option<String>,
+}
+
 fn precondition_failed() -> ApiError {
     ApiError::new(
         StatusCode::PRECONDITION_FAILED,
@@ -262,10 +287,28 @@ async fn pinned_version(
 }
 
 /// Maps a conflict of a write pinned by `If-Match` to 412.
-fn conflict_is_precondition(error: Error) -> ApiError {
-    match error {
-        Error::Conflict { .. } => precondition_failed(),
-        other => other.into(),
+fn conflict_is_precondition(error: ApiError) -> ApiError {
+    if error.problem.code == "conflict" {
+        precondition_failed()
+    } else {
+        error
+    }
+}
+
+/// Runs a write to completion even if the client disconnects meanwhile. A handler's
+/// future is dropped with its connection, and a write cut between its steps (say, the
+/// append and the heuristic title that follows it) would be left half done.
+async fn to_completion<T, W>(write: W) -> Result<T, ApiError>
+where
+    W: Future<Output = conversation_core::Result<T>> + Send + 'static,
+    T: Send + 'static,
+{
+    match tokio::spawn(write.in_current_span()).await {
+        Ok(result) => result.map_err(ApiError::from),
+        Err(error) => {
+            tracing::error!(%error, "a write task failed");
+            Err(Problem::internal().into())
+        }
     }
 }
 
@@ -283,7 +326,7 @@ fn conflict_is_precondition(error: Error) -> ApiError {
     params(
         ("scope" = Scope, Path, description = "The scope."),
         ("id" = ConversationId, Path, description = "The conversation's id."),
-        ("If-Match" = Option<String>, Header, description = "Apply only if the conversation's `ETag` is one of these (`*`: any)."),
+        IfMatchParam,
     ),
     request_body(content = ConversationPatch, content_type = "application/json"),
     responses(
@@ -303,9 +346,11 @@ async fn update_conversation(
     IfMatchHeader(if_match): IfMatchHeader,
     JsonBody(mut patch): JsonBody<ConversationPatch>,
 ) -> Result<Response, ApiError> {
-    let service = &app.api.service;
+    let service = app.api.service.clone();
     let updated = match if_match {
-        None | Some(IfMatch::Any) => service.update(&scope, id, patch).await?,
+        None | Some(IfMatch::Any) => {
+            to_completion(async move { service.update(&scope, id, patch).await }).await?
+        }
         Some(IfMatch::Versions(versions)) => {
             let stored = pinned_version(&app, &scope, id, &versions).await?;
             if let Some(expected) = patch.expected_version
@@ -318,8 +363,7 @@ async fn update_conversation(
                 .into());
             }
             patch.expected_version = Some(stored);
-            service
-                .update(&scope, id, patch)
+            to_completion(async move { service.update(&scope, id, patch).await })
                 .await
                 .map_err(conflict_is_precondition)?
         }
@@ -349,7 +393,8 @@ async fn delete_conversation(
     ScopeAccess(scope): ScopeAccess,
     ConversationParam(id): ConversationParam,
 ) -> Result<StatusCode, ApiError> {
-    app.api.service.delete(&scope, id).await?;
+    let service = app.api.service.clone();
+    to_completion(async move { service.delete(&scope, id).await }).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -419,7 +464,7 @@ async fn list_messages(
     params(
         ("scope" = Scope, Path, description = "The scope."),
         ("id" = ConversationId, Path, description = "The conversation's id."),
-        ("If-Match" = Option<String>, Header, description = "Append only if the conversation's `ETag` is one of these (`*`: any)."),
+        IfMatchParam,
     ),
     request_body(content = AppendRequest, content_type = "application/json"),
     responses(
@@ -437,15 +482,20 @@ async fn append_messages(
     JsonValue(body): JsonValue,
 ) -> Result<Response, ApiError> {
     let messages = parse_append(body)?;
-    let service = &app.api.service;
+    let service = app.api.service.clone();
     let appended = match if_match {
-        None | Some(IfMatch::Any) => service.append(&scope, id, messages).await?,
+        None | Some(IfMatch::Any) => {
+            to_completion(async move { service.append(&scope, id, messages).await }).await?
+        }
         Some(IfMatch::Versions(versions)) => {
             let stored = pinned_version(&app, &scope, id, &versions).await?;
-            service
-                .append_at_version(&scope, id, messages, stored)
-                .await
-                .map_err(conflict_is_precondition)?
+            to_completion(async move {
+                service
+                    .append_at_version(&scope, id, messages, stored)
+                    .await
+            })
+            .await
+            .map_err(conflict_is_precondition)?
         }
     };
     Ok((StatusCode::CREATED, Json(AppendResult::from(appended))).into_response())
@@ -516,7 +566,8 @@ async fn generate_title(
     ScopeAccess(scope): ScopeAccess,
     ConversationParam(id): ConversationParam,
 ) -> Result<Json<TitleResult>, ApiError> {
-    let outcome = app.api.service.generate_title(&scope, id).await?;
+    let service = app.api.service.clone();
+    let outcome = to_completion(async move { service.generate_title(&scope, id).await }).await?;
     Ok(Json(outcome.into()))
 }
 
@@ -566,8 +617,8 @@ impl FromRequestParts<AppState> for RequireModel {
     ),
     request_body(content = ReplyRequest, content_type = "application/json"),
     responses(
-        (status = 200, description = "The reply as Server-Sent Events: `message`, then `delta` and `toolCall`, then `done` or `error`; see `ReplyStreamEvent`.",
-            content_type = "text/event-stream", body = String),
+        (status = 200, description = "The reply as Server-Sent Events, each described by `ReplyStreamEvent`: `message`, then `delta` and `toolCall`, then `done` or `error`.",
+            content_type = "text/event-stream", body = ReplyStreamEvent),
         (status = 501, description = "No chat model is configured (`model_not_configured`).", body = Problem, content_type = "application/problem+json"),
         ScopeErrors,
         BodyErrors,
@@ -581,37 +632,34 @@ async fn reply(
     JsonBody(request): JsonBody<ReplyRequest>,
 ) -> Result<Response, ApiError> {
     let (message, tools) = request.into_parts();
-    let StreamingReply { user, events } = app
-        .api
-        .service
-        .reply(&model, &scope, id, message, tools)
-        .await?;
+    let service = app.api.service.clone();
+    let StreamingReply { user, events } =
+        to_completion(async move { service.reply(&model, &scope, id, message, tools).await })
+            .await?;
     let first = match StoredMessage::from_appended(user) {
-        Some(stored) => sse_event("message", &stored),
-        None => error_event(&Problem::internal()),
+        Some(stored) => ReplyStreamEvent::Message(stored),
+        None => ReplyStreamEvent::Error(Problem::internal()),
     };
     let rest = events.filter_map(|progress| async move {
-        match progress {
+        Some(match progress {
             Ok(ReplyProgress::Model(ReplyEvent::Delta { text })) => {
-                Some(sse_event("delta", &ReplyDelta { text }))
+                ReplyStreamEvent::Delta(ReplyDelta { text })
             }
             Ok(ReplyProgress::Model(ReplyEvent::ToolCall { call })) => {
-                Some(sse_event("toolCall", &call))
+                ReplyStreamEvent::ToolCall(call)
             }
             // The reason and usage are stored on the message `done` carries.
-            Ok(ReplyProgress::Model(ReplyEvent::Finished { .. })) => None,
-            Ok(ReplyProgress::Stored(appended)) => {
-                Some(match StoredMessage::from_appended(appended) {
-                    Some(stored) => sse_event("done", &stored),
-                    None => error_event(&Problem::internal()),
-                })
-            }
-            Err(error) => Some(error_event(&Problem::from_error(&error))),
-        }
+            Ok(ReplyProgress::Model(ReplyEvent::Finished { .. })) => return None,
+            Ok(ReplyProgress::Stored(appended)) => match StoredMessage::from_appended(appended) {
+                Some(stored) => ReplyStreamEvent::Done(stored),
+                None => ReplyStreamEvent::Error(Problem::internal()),
+            },
+            Err(error) => ReplyStreamEvent::Error(Problem::from_error(&error)),
+        })
     });
     let events = stream::once(async move { first })
         .chain(rest)
-        .map(Ok::<Event, Infallible>);
+        .map(|event| Ok::<Event, Infallible>(sse_event(&event)));
     let mut response = Sse::new(events)
         .keep_alive(KeepAlive::new().interval(app.api.limits.keep_alive))
         .into_response();
@@ -623,18 +671,12 @@ async fn reply(
     Ok(response)
 }
 
-fn sse_event<T: serde::Serialize>(name: &str, data: &T) -> Event {
-    Event::default()
-        .event(name)
-        .json_data(data)
-        .unwrap_or_else(|error| {
-            tracing::error!(%error, event = name, "could not serialise an SSE event");
-            error_event(&Problem::internal())
-        })
-}
-
-fn error_event(problem: &Problem) -> Event {
-    Event::default().event("error").data(problem.to_body())
+fn sse_event(event: &ReplyStreamEvent) -> Event {
+    let data = event.data().unwrap_or_else(|error| {
+        tracing::error!(%error, event = event.name(), "could not serialise an SSE event");
+        Problem::internal().to_body()
+    });
+    Event::default().event(event.name()).data(data)
 }
 
 /// This document

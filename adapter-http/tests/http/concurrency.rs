@@ -2,10 +2,14 @@
 
 use std::collections::HashSet;
 
-use conversation_core::MessageId;
+use std::sync::Arc;
+use std::time::Duration;
+
+use conversation_core::{MessageId, TitleSource};
+use conversation_store_memory::MemoryStore;
 use serde_json::{Value, json};
 
-use crate::support::{PREFIX, TestApp};
+use crate::support::{Options, PREFIX, SlowTitleStore, TestApp};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parallel_posts_store_every_message_once_with_gap_free_seq() {
@@ -68,4 +72,42 @@ async fn parallel_posts_store_every_message_once_with_gap_free_seq() {
     assert_eq!(answered, seqs.iter().copied().collect());
     let conversation = app.stored("db-1", id).await;
     assert_eq!(conversation.message_count, MESSAGES as u64);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_leaving_mid_write_does_not_leave_it_half_done() {
+    let store = Arc::new(SlowTitleStore {
+        inner: MemoryStore::new(),
+        delay: Duration::from_millis(300),
+    });
+    let app = TestApp::with(Options {
+        store: Some(store),
+        ..Options::default()
+    });
+    let id = app.conversation("db-1").await.id;
+    let address = app.serve().await;
+    // The client gives up while the store is between the append and the heuristic
+    // title that belongs to it.
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_millis(50))
+        .build()
+        .unwrap();
+    let sent = client
+        .post(format!(
+            "http://{address}{PREFIX}/db-1/conversations/{id}/messages"
+        ))
+        .header("content-type", "application/json")
+        .body(json!({"role": "user", "content": "Which tables are largest?"}).to_string())
+        .send()
+        .await;
+    assert!(sent.is_err(), "the client was meant to give up first");
+    drop(client);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let conversation = app.stored("db-1", id).await;
+    assert_eq!(conversation.message_count, 1);
+    assert_eq!(
+        conversation.title.as_deref(),
+        Some("Which tables are largest?")
+    );
+    assert_eq!(conversation.title_source, TitleSource::Heuristic);
 }

@@ -249,7 +249,33 @@ async fn every_error_response_is_documented_as_a_problem() {
     );
     let reply = &paths["/{scope}/conversations/{id}/reply"]["post"]["responses"];
     assert!(reply.get("501").is_some());
-    assert!(reply["200"]["content"].get("text/event-stream").is_some());
+    assert_eq!(
+        reply["200"]["content"]["text/event-stream"]["schema"]["$ref"],
+        "#/components/schemas/ReplyStreamEvent"
+    );
+    let events: Vec<(Value, Value)> =
+        document["components"]["schemas"]["ReplyStreamEvent"]["oneOf"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|event| {
+                (
+                    event["properties"]["event"]["enum"][0].clone(),
+                    event["properties"]["data"]["contentSchema"]["$ref"].clone(),
+                )
+            })
+            .collect();
+    let schema = |name: &str| json!(format!("#/components/schemas/{name}"));
+    assert_eq!(
+        events,
+        [
+            (json!("message"), schema("StoredMessage")),
+            (json!("delta"), schema("ReplyDelta")),
+            (json!("toolCall"), schema("ToolCall")),
+            (json!("done"), schema("StoredMessage")),
+            (json!("error"), schema("Problem")),
+        ]
+    );
     assert!(
         paths["/{scope}/conversations"]["post"]["responses"]["201"]["headers"]
             .get("Location")

@@ -9,6 +9,8 @@ use conversation_core::{Error, ReplyEvent, Role, TitleSource, ToolCall};
 use serde_json::json;
 use tokio::sync::{Notify, oneshot};
 
+use conversation_adapter_http::HttpLimits;
+
 use crate::support::{
     GENERATED_TITLE, Options, Script, SseEvent, SseReader, Step, TestApp, TestRequest, delta,
     finished, names,
@@ -397,4 +399,80 @@ async fn a_client_disconnecting_mid_stream_leaves_the_user_message_and_no_reply(
             (3, Role::Assistant, "Now I finish"),
         ]
     );
+}
+
+#[tokio::test]
+async fn a_model_that_never_starts_is_a_503_timeout_and_the_user_message_stays() {
+    let app = TestApp::with(Options {
+        limits: Some(HttpLimits::default().with_reply_start_timeout(Duration::from_millis(200))),
+        ..Options::default()
+    });
+    let id = app.conversation("db-1").await.id;
+    app.model.push(Script::Stall);
+    let response = app
+        .send(TestRequest::post(
+            reply_path("db-1", id),
+            json!({"content": "hello"}),
+        ))
+        .await;
+    response.expect_problem(StatusCode::SERVICE_UNAVAILABLE, "timeout");
+    assert_eq!(response.header("retry-after"), Some("1"));
+    let stored = app.messages("db-1", id).await;
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].role, Role::User);
+}
+
+#[tokio::test]
+async fn a_stream_outlives_the_request_timeouts() {
+    let app = TestApp::with(Options {
+        limits: Some(
+            HttpLimits::default()
+                .with_request_timeout(Duration::from_millis(100))
+                .with_reply_start_timeout(Duration::from_millis(100))
+                .with_keep_alive(Duration::from_millis(50)),
+        ),
+        ..Options::default()
+    });
+    let id = app.conversation("db-1").await.id;
+    let go_on = Arc::new(Notify::new());
+    app.model.push(Script::steps(vec![
+        delta("slow "),
+        Step::WaitFor(go_on.clone()),
+        delta("reply"),
+        finished(),
+    ]));
+    let release = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        go_on.notify_one();
+    });
+    let response = app
+        .send(TestRequest::post(
+            reply_path("db-1", id),
+            json!({"content": "hello"}),
+        ))
+        .await;
+    release.await.unwrap();
+    let events = response.events();
+    assert_eq!(names(&events), ["message", "delta", "delta", "done"]);
+    assert!(
+        response.text.contains(":\n"),
+        "keep-alive comments flowed: {}",
+        response.text
+    );
+    assert_eq!(app.messages("db-1", id).await.len(), 2);
+}
+
+#[tokio::test]
+async fn a_panicking_model_is_an_opaque_500() {
+    let app = TestApp::new();
+    let id = app.conversation("db-1").await.id;
+    app.model.push(Script::Panic);
+    let response = app
+        .send(TestRequest::post(
+            reply_path("db-1", id),
+            json!({"content": "hello"}),
+        ))
+        .await;
+    response.expect_problem(StatusCode::INTERNAL_SERVER_ERROR, "internal_error");
+    assert!(!response.text.contains("scripted"), "{}", response.text);
 }

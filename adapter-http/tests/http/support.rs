@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode, header};
-use conversation_adapter_http::{ApiState, HttpLimits, async_trait, router};
+use conversation_adapter_http::{ApiState, HttpLimits, ReplyStreamEvent, async_trait, router};
 use conversation_core::{
     ChatModel, ChatRequest, ContextPolicy, Conversation, ConversationId, Conversations, Error,
     FinishReason, Message, MessageQuery, NewConversation, ReplyEvent, ReplyStream, Result, Scope,
@@ -61,6 +61,10 @@ pub(crate) enum Script {
     },
     /// Refuse to start.
     Refuse(Error),
+    /// Never start (the call hangs).
+    Stall,
+    /// Panic in the call.
+    Panic,
 }
 
 impl Script {
@@ -110,6 +114,8 @@ impl ChatModel for ScriptedModel {
             .expect("the test queued no script for this call");
         let (steps, dropped) = match script {
             Script::Refuse(error) => return Err(error),
+            Script::Stall => futures::future::pending().await,
+            Script::Panic => panic!("the scripted model panics"),
             Script::Stream { steps, dropped } => (steps, dropped),
         };
         let state = (VecDeque::from(steps), dropped);
@@ -160,6 +166,7 @@ pub(crate) struct Options {
     pub(crate) policy: Option<ContextPolicy>,
     pub(crate) no_model: bool,
     pub(crate) authorizer: Option<Arc<dyn conversation_adapter_http::ScopeAuthorizer>>,
+    pub(crate) store: Option<Arc<dyn Store>>,
 }
 
 impl TestApp {
@@ -168,7 +175,9 @@ impl TestApp {
     }
 
     pub(crate) fn with(options: Options) -> Self {
-        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let store = options
+            .store
+            .unwrap_or_else(|| Arc::new(MemoryStore::new()) as Arc<dyn Store>);
         let titles = Arc::new(FixedTitles::default());
         let mut service = Conversations::new(store).with_title_generator(titles.clone());
         if let Some(policy) = options.policy {
@@ -425,9 +434,14 @@ impl SseReader {
             if data.is_empty() {
                 continue;
             }
+            let data = data.join("\n");
+            // Every event the server sends is one the documented protocol describes.
+            let parsed = ReplyStreamEvent::parse(&event, &data)
+                .unwrap_or_else(|e| panic!("undocumented event {event:?} {data:?}: {e}"));
+            assert_eq!(parsed.name(), event);
             events.push(SseEvent {
                 event,
-                data: serde_json::from_str(&data.join("\n")).unwrap(),
+                data: serde_json::from_str(&data).unwrap(),
             });
         }
         events
@@ -437,4 +451,83 @@ impl SseReader {
 /// The names of `events`, in order.
 pub(crate) fn names(events: &[SseEvent]) -> Vec<&str> {
     events.iter().map(|e| e.event.as_str()).collect()
+}
+
+/// A memory store whose automatic titles take `delay` to store: a window in which a
+/// write is half done.
+#[derive(Debug)]
+pub(crate) struct SlowTitleStore {
+    pub(crate) inner: MemoryStore,
+    pub(crate) delay: std::time::Duration,
+}
+
+#[async_trait]
+impl Store for SlowTitleStore {
+    async fn create_conversation(
+        &self,
+        scope: &Scope,
+        new: NewConversation,
+    ) -> Result<Conversation> {
+        self.inner.create_conversation(scope, new).await
+    }
+    async fn get_conversation(&self, scope: &Scope, id: ConversationId) -> Result<Conversation> {
+        self.inner.get_conversation(scope, id).await
+    }
+    async fn list_conversations(
+        &self,
+        scope: &Scope,
+        query: &conversation_core::ConversationQuery,
+    ) -> Result<conversation_core::Page<Conversation>> {
+        self.inner.list_conversations(scope, query).await
+    }
+    async fn update_conversation(
+        &self,
+        scope: &Scope,
+        id: ConversationId,
+        patch: conversation_core::ConversationPatch,
+    ) -> Result<Conversation> {
+        self.inner.update_conversation(scope, id, patch).await
+    }
+    async fn delete_conversation(&self, scope: &Scope, id: ConversationId) -> Result<()> {
+        self.inner.delete_conversation(scope, id).await
+    }
+    async fn append_messages(
+        &self,
+        scope: &Scope,
+        id: ConversationId,
+        messages: Vec<conversation_core::NewMessage>,
+        expected_version: Option<u64>,
+    ) -> Result<conversation_core::Appended> {
+        self.inner
+            .append_messages(scope, id, messages, expected_version)
+            .await
+    }
+    async fn list_messages(
+        &self,
+        scope: &Scope,
+        id: ConversationId,
+        query: &MessageQuery,
+    ) -> Result<conversation_core::MessagePage> {
+        self.inner.list_messages(scope, id, query).await
+    }
+    async fn recent_messages(
+        &self,
+        scope: &Scope,
+        id: ConversationId,
+        n: usize,
+    ) -> Result<Vec<Message>> {
+        self.inner.recent_messages(scope, id, n).await
+    }
+    async fn set_title_unless_user(
+        &self,
+        scope: &Scope,
+        id: ConversationId,
+        title: String,
+        source: conversation_core::TitleSource,
+    ) -> Result<conversation_core::TitleOutcome> {
+        tokio::time::sleep(self.delay).await;
+        self.inner
+            .set_title_unless_user(scope, id, title, source)
+            .await
+    }
 }
