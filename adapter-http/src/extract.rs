@@ -222,39 +222,22 @@ pub(crate) enum IfMatch {
 impl IfMatch {
     /// Parses every `If-Match` header of `headers`; `None` when there is none.
     pub(crate) fn from_headers(headers: &HeaderMap) -> Result<Option<Self>, ApiError> {
-        let bad = || {
-            ApiError::from(
-                Problem::new(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_header",
-                    "If-Match must be * or a list of entity tags such as \"7\"",
-                )
-                .with_field("If-Match"),
-            )
-        };
         let mut seen = false;
         let mut any = false;
         let mut versions = Vec::new();
         for value in headers.get_all(header::IF_MATCH) {
             seen = true;
-            let text = value.to_str().map_err(|_| bad())?;
-            for tag in text.split(',').map(str::trim) {
-                if tag == "*" {
-                    any = true;
-                    continue;
-                }
-                let (weak, opaque) = match tag.strip_prefix("W/") {
-                    Some(rest) => (true, rest),
-                    None => (false, tag),
-                };
-                let inner = opaque
-                    .strip_prefix('"')
-                    .and_then(|rest| rest.strip_suffix('"'))
-                    .filter(|inner| !inner.contains('"'))
-                    .ok_or_else(bad)?;
-                // If-Match compares strongly: a weak tag never matches.
-                if !weak && let Ok(version) = inner.parse::<u64>() {
-                    versions.push(version);
+            let text = value.to_str().map_err(|_| bad_if_match())?;
+            for tag in entity_tags(text)? {
+                match tag {
+                    EntityTag::Any => any = true,
+                    // If-Match compares strongly: a weak tag never matches.
+                    EntityTag::Weak => {}
+                    EntityTag::Strong(opaque) => {
+                        if let Ok(version) = opaque.parse::<u64>() {
+                            versions.push(version);
+                        }
+                    }
                 }
             }
         }
@@ -266,7 +249,101 @@ impl IfMatch {
     }
 }
 
+fn bad_if_match() -> ApiError {
+    Problem::new(
+        StatusCode::BAD_REQUEST,
+        "invalid_header",
+        "If-Match must be * or a list of entity tags such as \"7\"",
+    )
+    .with_field("If-Match")
+    .into()
+}
+
+/// One element of an `If-Match` list.
+enum EntityTag<'a> {
+    Any,
+    Weak,
+    Strong(&'a str),
+}
+
+/// The elements of an `If-Match` value (RFC 9110 §8.8.3): `*` or entity tags, separated
+/// by commas and optional whitespace; commas may stand inside a tag's quotes.
+fn entity_tags(text: &str) -> Result<Vec<EntityTag<'_>>, ApiError> {
+    let mut tags = Vec::new();
+    let mut rest = text;
+    loop {
+        rest = rest.trim_start_matches([' ', '\t', ',']);
+        if rest.is_empty() {
+            return Ok(tags);
+        }
+        if let Some(after) = rest.strip_prefix('*') {
+            tags.push(EntityTag::Any);
+            rest = after;
+        } else {
+            let (weak, quoted) = match rest.strip_prefix("W/") {
+                Some(after) => (true, after),
+                None => (false, rest),
+            };
+            let inner = quoted.strip_prefix('"').ok_or_else(bad_if_match)?;
+            let end = inner.find('"').ok_or_else(bad_if_match)?;
+            let opaque = &inner[..end];
+            if !opaque
+                .bytes()
+                .all(|b| b == 0x21 || (0x23..=0x7e).contains(&b) || b >= 0x80)
+            {
+                return Err(bad_if_match());
+            }
+            tags.push(if weak {
+                EntityTag::Weak
+            } else {
+                EntityTag::Strong(opaque)
+            });
+            rest = &inner[end + 1..];
+        }
+        // Each element ends at a comma or the end of the value.
+        let trimmed = rest.trim_start_matches([' ', '\t']);
+        if !(trimmed.is_empty() || trimmed.starts_with(',')) {
+            return Err(bad_if_match());
+        }
+        rest = trimmed;
+    }
+}
+
 /// The `ETag` of a conversation at `version`.
 pub(crate) fn etag(version: u64) -> String {
     format!("\"{version}\"")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    fn parse(values: &[&str]) -> Result<Option<IfMatch>, String> {
+        let mut headers = HeaderMap::new();
+        for value in values {
+            headers.append(header::IF_MATCH, HeaderValue::from_str(value).unwrap());
+        }
+        IfMatch::from_headers(&headers).map_err(|e| e.problem.code.clone())
+    }
+
+    #[test]
+    fn if_match_lists_parse_as_rfc_9110_says() {
+        assert_eq!(parse(&[]), Ok(None));
+        assert_eq!(parse(&["*"]), Ok(Some(IfMatch::Any)));
+        assert_eq!(parse(&["\"7\""]), Ok(Some(IfMatch::Versions(vec![7]))));
+        assert_eq!(
+            parse(&["\"7\" ,W/\"8\",\t\"9\"", "\"10\""]),
+            Ok(Some(IfMatch::Versions(vec![7, 9, 10])))
+        );
+        // Commas may stand inside a tag; foreign and weak tags never match.
+        assert_eq!(
+            parse(&["\"a,b\", \"12\", W/\"13\", \"x\""]),
+            Ok(Some(IfMatch::Versions(vec![12])))
+        );
+        assert_eq!(parse(&[""]), Ok(Some(IfMatch::Versions(vec![]))));
+        for bad in ["7", "\"7", "\"7\" x", "W/7", "\"7\"\"8\"", "**x"] {
+            assert_eq!(parse(&[bad]), Err("invalid_header".to_owned()), "{bad:?}");
+        }
+    }
 }

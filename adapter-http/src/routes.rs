@@ -258,7 +258,7 @@ pub(crate) struct IfMatchParam {
         rename = "If-Match",
         value_type = String,
         required = false,
-        pattern = r#"^(\*|(W/)?"[\x21\x23-\x7E]*"( *, *(W/)?"[\x21\x23-\x7E]*")*)$"#
+        pattern = r#"^(\*|(W/)?"[\x21\x23-\x7E]*"([ \t]*,[ \t]*(W/)?"[\x21\x23-\x7E]*")*)$"#
     )]
     if_match: Option<String>,
 }
