@@ -34,7 +34,7 @@ pub const RETRY_AFTER_SECONDS: u64 = 1;
 /// | 405 | `method_not_allowed` | the route does not take this method (see `Allow`) |
 /// | 409 | `conflict` | `expectedVersion` in the body is not the stored version; nothing changed |
 /// | 412 | `precondition_failed` | `If-Match` does not match the stored version; nothing changed |
-/// | 413 | `payload_too_large` | the body exceeds [`HttpLimits::max_body_bytes`](crate::HttpLimits::max_body_bytes) |
+/// | 413 | `payload_too_large` | the body exceeds `HttpLimits::max_body_bytes` |
 /// | 415 | `unsupported_media_type` | a body that is not `application/json` (or `application/*+json`) |
 /// | 422 | `invalid_input` | well-formed input that breaks a rule: too long, NUL character, empty title, a tool message without `toolCallId` … |
 /// | 500 | `internal_error` | a fault of the store or model; the cause is logged, never sent |
