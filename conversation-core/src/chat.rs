@@ -12,6 +12,7 @@ use crate::{Error, Message, Metadata, NewMessage, Result, ToolCall};
 /// A tool the model may call, in the OpenAI function-calling shape.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ToolDefinition {
     /// The function's name.
     pub name: String,

@@ -41,6 +41,7 @@ pub(crate) mod millis_format {
     Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
 )]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum TitleSource {
     /// No title yet.
     #[default]
@@ -79,6 +80,7 @@ impl TitleSource {
 /// A conversation as stored.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Conversation {
     /// Its identifier.
     pub id: ConversationId,
@@ -90,10 +92,18 @@ pub struct Conversation {
     pub title_source: TitleSource,
     /// When it was created (UTC, milliseconds).
     #[serde(with = "millis_format")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(value_type = String, format = DateTime, example = "2026-11-26T13:25:51.120Z")
+    )]
     pub created_at: DateTime<Utc>,
     /// Last activity: creation, any append, any edit by the caller (UTC, milliseconds).
     /// Automatic titles do not count as activity.
     #[serde(with = "millis_format")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(value_type = String, format = DateTime, example = "2026-11-26T13:25:51.120Z")
+    )]
     pub updated_at: DateTime<Utc>,
     /// How many messages it holds; also the `seq` of its newest message.
     pub message_count: u64,
@@ -102,6 +112,7 @@ pub struct Conversation {
     /// Archived conversations are left out of lists unless asked for.
     pub archived: bool,
     /// The host's own data.
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub metadata: Metadata,
     /// Bumped by every change; the token of optimistic concurrency.
     pub version: u64,
@@ -110,13 +121,24 @@ pub struct Conversation {
 /// What a caller gives to create a conversation.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NewConversation {
     /// A title typed by the user (stored with [`TitleSource::User`]), or none to let
-    /// the title lifecycle name it.
+    /// the title lifecycle name it. One line, not blank, at most 200 characters by
+    /// default.
     #[serde(default)]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            min_length = 1,
+            max_length = 200,
+            pattern = r"^[^\x00-\x1F\x7F-\x9F]*[^\x00-\x1F\x7F-\x9F\s][^\x00-\x1F\x7F-\x9F]*$"
+        )
+    )]
     pub title: Option<String>,
     /// The host's own data.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub metadata: Metadata,
 }
 
@@ -142,9 +164,19 @@ impl NewConversation {
 /// A change to a conversation. Fields left `None` stay as they are.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ConversationPatch {
-    /// Rename: stored exactly as given, with [`TitleSource::User`].
+    /// Rename: stored exactly as given, with [`TitleSource::User`]. One line, not
+    /// blank, at most 200 characters by default.
     #[serde(default)]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            min_length = 1,
+            max_length = 200,
+            pattern = r"^[^\x00-\x1F\x7F-\x9F]*[^\x00-\x1F\x7F-\x9F\s][^\x00-\x1F\x7F-\x9F]*$"
+        )
+    )]
     pub title: Option<String>,
     /// Pin or unpin.
     #[serde(default)]
@@ -154,6 +186,7 @@ pub struct ConversationPatch {
     pub archived: Option<bool>,
     /// Replaces the whole metadata object.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub metadata: Option<Metadata>,
     /// When set, the update applies only if the stored version is this one;
     /// otherwise [`Error::Conflict`](crate::Error::Conflict) and nothing changes.
@@ -234,6 +267,7 @@ impl ConversationPatch {
 /// Who wrote a message, as in the OpenAI chat format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Role {
     /// Instructions for the model.
     System,
@@ -271,10 +305,28 @@ impl Role {
 /// A tool call made by the assistant.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ToolCall {
-    /// The provider's id; the tool result answers it with `tool_call_id`.
+    /// The provider's id; the tool result answers it with `tool_call_id`. At most
+    /// 256 bytes, no control characters.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            min_length = 1,
+            max_length = 256,
+            pattern = r"^[^\x00-\x1F\x7F-\x9F]+$"
+        )
+    )]
     pub id: String,
-    /// The function's name.
+    /// The function's name. At most 256 bytes, no control characters.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            min_length = 1,
+            max_length = 256,
+            pattern = r"^[^\x00-\x1F\x7F-\x9F]+$"
+        )
+    )]
     pub name: String,
     /// The arguments as JSON. A model that produced unparsable arguments has them
     /// kept as a JSON string, never dropped.
@@ -284,6 +336,7 @@ pub struct ToolCall {
 /// A stored message.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Message {
     /// Its identifier (caller-supplied or UUIDv7), unique within the conversation.
     pub id: MessageId,
@@ -300,15 +353,21 @@ pub struct Message {
     /// On a tool result, the id of the call it answers.
     pub tool_call_id: Option<String>,
     /// The host's own data.
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub metadata: Metadata,
     /// When it was stored (UTC, milliseconds).
     #[serde(with = "millis_format")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(value_type = String, format = DateTime, example = "2026-11-26T13:25:51.120Z")
+    )]
     pub created_at: DateTime<Utc>,
 }
 
 /// A message to append.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NewMessage {
     /// A caller-chosen id: appending a message whose id is already stored in the
     /// conversation returns the stored message and writes nothing, so a retry after
@@ -317,17 +376,28 @@ pub struct NewMessage {
     pub id: Option<MessageId>,
     /// Who wrote it.
     pub role: Role,
-    /// Its text (may be empty on an assistant message that only calls tools).
+    /// Its text (may be empty on an assistant message that only calls tools). At most
+    /// 1 MiB by default; no NUL character (nor anywhere in metadata).
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(pattern = r"^[^\x00]*$"))]
     pub content: String,
     /// Tool calls; only on assistant messages.
     #[serde(default)]
     pub tool_calls: Vec<ToolCall>,
     /// The call a tool result answers; required on, and only on, tool messages.
     #[serde(default)]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            min_length = 1,
+            max_length = 256,
+            pattern = r"^[^\x00-\x1F\x7F-\x9F]+$"
+        )
+    )]
     pub tool_call_id: Option<String>,
     /// The host's own data.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub metadata: Metadata,
 }
 
@@ -451,6 +521,36 @@ mod tests {
             patch,
             ConversationPatch::new().pinned(true).expect_version(3)
         );
+    }
+
+    #[cfg(feature = "openapi")]
+    #[test]
+    fn openapi_schemas_describe_the_wire_format() {
+        use utoipa::PartialSchema as _;
+        let conversation = serde_json::to_value(Conversation::schema()).unwrap();
+        let properties = &conversation["properties"];
+        assert_eq!(properties["createdAt"]["type"], json!("string"));
+        assert_eq!(properties["createdAt"]["format"], json!("date-time"));
+        assert_eq!(properties["metadata"]["type"], json!("object"));
+        assert_eq!(
+            properties["titleSource"]["$ref"],
+            json!("#/components/schemas/TitleSource")
+        );
+        let id = serde_json::to_value(ConversationId::schema()).unwrap();
+        assert_eq!(
+            (&id["type"], &id["format"]),
+            (&json!("string"), &json!("uuid"))
+        );
+        let scope = serde_json::to_value(Scope::schema()).unwrap();
+        assert_eq!(scope["type"], json!("string"));
+        assert_eq!(scope["maxLength"], json!(256));
+        assert_eq!(scope["pattern"], json!(r"^[^\x00-\x1F\x7F-\x9F]+$"));
+        let new = serde_json::to_value(NewMessage::schema()).unwrap();
+        assert_eq!(new["additionalProperties"], json!(false));
+        assert_eq!(new["required"], json!(["role"]));
+        let patch = serde_json::to_value(ConversationPatch::schema()).unwrap();
+        assert_eq!(patch["additionalProperties"], json!(false));
+        assert!(patch.get("required").is_none(), "{patch}");
     }
 
     #[test]

@@ -28,6 +28,7 @@ fn page_limit(limit: Option<u32>) -> Result<usize> {
 /// Which conversations a list includes by archive state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum ArchivedFilter {
     /// Only conversations that are not archived (the sidebar).
     #[default]
@@ -368,6 +369,7 @@ impl MessageRange {
 /// One page of messages.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MessagePage {
     /// The messages, ascending by seq.
     pub items: Vec<Message>,

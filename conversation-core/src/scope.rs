@@ -15,6 +15,17 @@ use crate::Error;
 /// control characters. It is compared byte for byte (`"A"` and `"a"` are two scopes).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
+#[cfg_attr(
+    feature = "openapi",
+    derive(utoipa::ToSchema),
+    schema(
+        value_type = String,
+        example = "connection-42",
+        min_length = 1,
+        max_length = 256,
+        pattern = r"^[^\x00-\x1F\x7F-\x9F]+$"
+    )
+)]
 pub struct Scope(String);
 
 impl Scope {

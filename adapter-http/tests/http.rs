@@ -1,0 +1,22 @@
+//! Integration tests of the HTTP adapter, in one binary: the router is driven with
+//! `tower::ServiceExt::oneshot`, and over real loopback HTTP where streaming or
+//! concurrency needs it.
+
+// Test helpers too may unwrap: a panic is how a test fails.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "http/support.rs"]
+mod support;
+
+#[path = "http/bad_input.rs"]
+mod bad_input;
+#[path = "http/concurrency.rs"]
+mod concurrency;
+#[path = "http/isolation.rs"]
+mod isolation;
+#[path = "http/openapi.rs"]
+mod openapi;
+#[path = "http/reply.rs"]
+mod reply;
+#[path = "http/routes.rs"]
+mod routes;
