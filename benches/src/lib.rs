@@ -16,6 +16,7 @@
 
 pub mod body;
 mod error;
+mod http;
 pub mod probe;
 pub mod report;
 pub mod sqlite;

@@ -1,4 +1,5 @@
-//! The workload, sections A to D, and the run that measures it.
+//! The workload, sections A to D (E, HTTP, is in `http.rs`), and the run that
+//! measures it.
 //!
 //! Every operation is timed call by call with [`Instant`] after a warm-up whose calls
 //! are not recorded. Where there is a raw baseline (SQLite), each store call is
@@ -178,8 +179,10 @@ impl<'a> Runner<'a> {
         self.mark("B");
         self.section_c(target)?;
         self.mark("C");
-        self.section_d(target)?;
+        let chats = self.section_d(target)?;
         self.mark("D");
+        crate::http::section_e(self, target, &chats)?;
+        self.mark("E");
         Ok(())
     }
 
@@ -552,8 +555,9 @@ impl<'a> Runner<'a> {
     /// D: 100,000 conversations across 1,000 scopes. Operations named `…@D` repeat
     /// one scope or conversation, as C and B do, so they compare like for like; those
     /// named `…@D-rot` rotate over the 1,000 scopes (and their conversations), as a
-    /// server with many users sees them, caches colder.
-    fn section_d(&mut self, target: &mut Target) -> Result<()> {
+    /// server with many users sees them, caches colder. Returns, per scope, the
+    /// conversation that has messages.
+    fn section_d(&mut self, target: &mut Target) -> Result<Vec<(Scope, ConversationId)>> {
         let (d_scopes, per_scope, d_messages) = (
             self.scale.d_scopes,
             self.scale.d_per_scope,
@@ -705,7 +709,7 @@ impl<'a> Runner<'a> {
         if target.reopens() {
             self.reopen_switch(target, &chats)?;
         }
-        Ok(())
+        Ok(chats)
     }
 
     /// Closes the store (untimed), then times opening it and one switch; the
