@@ -39,6 +39,9 @@ pub struct Config {
     pub postgres_url: String,
     /// The command line, recorded in the report.
     pub command: String,
+    /// The sections to run, as letters (`"ABCDE"` for all); E needs D. A subset is
+    /// for profiling and quick looks, not for the figures of record.
+    pub sections: String,
 }
 
 /// Counts of one run.
@@ -119,7 +122,7 @@ pub fn run(config: &Config) -> Result<Report> {
     let fsync = probe::fsync_probe(dir.path(), 100)?;
     let mut target = Target::open(config.store, dir.path(), &config.postgres_url, &rt)?;
     let mut runner = Runner::new(&rt, Scale::new(config.quick));
-    let outcome = runner.all(&mut target);
+    let outcome = runner.all(&mut target, &config.sections);
     let shutdown = target.shutdown(&rt);
     outcome?;
     shutdown?;
@@ -172,17 +175,34 @@ impl<'a> Runner<'a> {
         }
     }
 
-    fn all(&mut self, target: &mut Target) -> Result<()> {
-        self.section_a(target)?;
-        self.mark("A");
-        self.section_b(target)?;
-        self.mark("B");
-        self.section_c(target)?;
-        self.mark("C");
-        let chats = self.section_d(target)?;
-        self.mark("D");
-        crate::http::section_e(self, target, &chats)?;
-        self.mark("E");
+    fn all(&mut self, target: &mut Target, sections: &str) -> Result<()> {
+        let wanted = |letter: char| sections.contains(letter);
+        if let Some(other) = sections.chars().find(|c| !"ABCDE".contains(*c)) {
+            return Err(Error::harness(format!("no section {other:?}: A to E")));
+        }
+        if wanted('E') && !wanted('D') {
+            return Err(Error::harness("section E reads the data of section D"));
+        }
+        if wanted('A') {
+            self.section_a(target)?;
+            self.mark("A");
+        }
+        if wanted('B') {
+            self.section_b(target)?;
+            self.mark("B");
+        }
+        if wanted('C') {
+            self.section_c(target)?;
+            self.mark("C");
+        }
+        if wanted('D') {
+            let chats = self.section_d(target)?;
+            self.mark("D");
+            if wanted('E') {
+                crate::http::section_e(self, target, &chats)?;
+                self.mark("E");
+            }
+        }
         Ok(())
     }
 

@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! cargo run --release -p conversation-benches --bin scale -- \
-//!     [--store sqlite|memory|postgres] [--quick] [--json FILE] [--dir DIR] [--postgres-url URL]
+//!     [--store sqlite|memory|postgres] [--quick] [--json FILE] [--dir DIR]
+//!     [--postgres-url URL] [--sections ABCDE]
 //! ```
 
 // A command-line tool: its table goes to stdout, its progress to stderr.
@@ -17,7 +18,7 @@ use conversation_benches::{Error, Result, StoreKind, report};
 const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 
 const USAGE: &str = "usage: scale [--store sqlite|memory|postgres] [--quick] [--json FILE] \
-[--dir DIR] [--postgres-url URL]
+[--dir DIR] [--postgres-url URL] [--sections ABCDE]
 
   --store         the store to measure (default sqlite)
   --quick         smaller counts, no 1,000,000-message conversation, no 100,000-conversation scope
@@ -26,7 +27,8 @@ const USAGE: &str = "usage: scale [--store sqlite|memory|postgres] [--quick] [--
                   (default: the system's temporary folder)
   --postgres-url  the server for --store postgres (default $TEST_DATABASE_URL, else
                   postgres://postgres@127.0.0.1:5432/test); a schema of its own is
-                  created and dropped";
+                  created and dropped
+  --sections      run only these sections (letters A to E; E needs D), e.g. to profile";
 
 struct Args {
     config: Config,
@@ -40,6 +42,7 @@ fn parse() -> Result<Option<Args>> {
     let mut quick = false;
     let mut json = None;
     let mut dir = None;
+    let mut sections = "ABCDE".to_owned();
     let mut postgres_url =
         std::env::var("TEST_DATABASE_URL").unwrap_or_else(|_| DEFAULT_POSTGRES_URL.to_owned());
     while let Some(arg) = args.next() {
@@ -53,6 +56,7 @@ fn parse() -> Result<Option<Args>> {
             "--json" => json = Some(PathBuf::from(value("--json")?)),
             "--dir" => dir = Some(PathBuf::from(value("--dir")?)),
             "--postgres-url" => postgres_url = value("--postgres-url")?,
+            "--sections" => sections = value("--sections")?.to_ascii_uppercase(),
             "-h" | "--help" => return Ok(None),
             other => {
                 return Err(Error::harness(format!(
@@ -68,6 +72,7 @@ fn parse() -> Result<Option<Args>> {
             dir,
             postgres_url,
             command,
+            sections,
         },
         json,
     }))
