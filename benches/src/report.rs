@@ -114,6 +114,8 @@ pub struct Report {
     pub operations: Vec<Row>,
     /// The peak RSS after each section.
     pub peak_rss: Vec<RssMark>,
+    /// Observations of the run beside the figures (e.g. writes per commit).
+    pub notes: Vec<String>,
     /// The targets, checked.
     pub targets: Vec<TargetCheck>,
 }
@@ -322,6 +324,9 @@ pub fn render(report: &Report) -> String {
             )
         );
     }
+    for note in &report.notes {
+        let _ = writeln!(out, "note: {note}");
+    }
     let _ = writeln!(out);
     for check in &report.targets {
         let _ = writeln!(
@@ -346,6 +351,7 @@ mod tests {
             n: 100,
             p50_us: p50,
             p99_us: p99,
+            max_us: p99,
             throughput_per_s: tput,
         }
     }
@@ -399,6 +405,7 @@ mod tests {
             seeding: vec![],
             operations: rows,
             peak_rss: vec![],
+            notes: vec![],
             targets: checks,
         });
         assert!(text.contains("| A | append | 100 | 130.0 | 400.0 | 7000 | 100.0 | 200.0 | 9000 | 1.30x | 2.00x | 1.29x |"));

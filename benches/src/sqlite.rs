@@ -356,6 +356,7 @@ fn append_on(
 /// Not timed.
 #[derive(Debug)]
 pub struct Seeder {
+    path: PathBuf,
     conn: Connection,
     clock: i64,
 }
@@ -375,6 +376,7 @@ impl Seeder {
         conn.busy_timeout(BUSY_TIMEOUT)?;
         conn.execute_batch("PRAGMA synchronous = OFF; PRAGMA foreign_keys = ON;")?;
         Ok(Self {
+            path: path.to_owned(),
             conn,
             clock: now_millis() - 30 * 24 * 3_600_000,
         })
@@ -461,13 +463,15 @@ impl Seeder {
         Ok(())
     }
 
-    /// Moves the WAL into the database file and empties it, so that measuring starts
-    /// from a file as a long-running store would have it.
+    /// Moves the WAL into the database file and empties it, then syncs the file, so
+    /// that measuring starts from a file as a long-running store would have it and
+    /// not while the kernel is still writing the seeded pages back.
     ///
     /// # Errors
-    /// SQLite's.
+    /// SQLite's, or the sync's.
     pub fn checkpoint(&self) -> Result<()> {
         self.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")?;
+        std::fs::File::open(&self.path)?.sync_all()?;
         Ok(())
     }
 }

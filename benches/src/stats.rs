@@ -60,10 +60,12 @@ impl Samples {
             None => sorted.iter().map(|&n| n as f64).sum::<f64>() / 1e9,
         };
         let operations = (sorted.len() * units.max(1)) as f64;
+        let max = sorted.last().copied().unwrap_or_default();
         Some(Summary {
             n: sorted.len(),
             p50_us: p50 as f64 / 1e3,
             p99_us: p99 as f64 / 1e3,
+            max_us: max as f64 / 1e3,
             throughput_per_s: if spent > 0.0 { operations / spent } else { 0.0 },
         })
     }
@@ -90,6 +92,8 @@ pub struct Summary {
     pub p50_us: f64,
     /// 99th-percentile latency of a call, in microseconds.
     pub p99_us: f64,
+    /// The slowest call, in microseconds (in the JSON only).
+    pub max_us: f64,
     /// Operations per second: the calls' operations divided by the time spent in
     /// them (their summed latencies, or the wall-clock time for concurrent calls).
     pub throughput_per_s: f64,
@@ -126,6 +130,7 @@ mod tests {
         assert_eq!(s.n, 4);
         assert!((s.p50_us - 20.0).abs() < 1e-9);
         assert!((s.p99_us - 40.0).abs() < 1e-9);
+        assert!((s.max_us - 40.0).abs() < 1e-9);
         // 4 calls in 100 µs.
         assert!((s.throughput_per_s - 40_000.0).abs() < 1e-6);
         // 8 operations per call.

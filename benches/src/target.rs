@@ -139,6 +139,19 @@ impl Target {
         }
     }
 
+    /// For SQLite, the writer's counters: (transactions committed, writes in them).
+    pub(crate) fn write_stats(&self) -> Option<(u64, u64)> {
+        match self {
+            Target::Sqlite {
+                store: Some(store), ..
+            } => {
+                let stats = store.write_stats();
+                Some((stats.transactions, stats.writes))
+            }
+            _ => None,
+        }
+    }
+
     /// Whether the store persists, so that closing and reopening it means something.
     pub(crate) fn reopens(&self) -> bool {
         !matches!(self, Target::Memory(_))

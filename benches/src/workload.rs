@@ -151,6 +151,7 @@ pub fn run(config: &Config) -> Result<Report> {
         seeding: runner.seeding,
         operations: runner.rows,
         peak_rss: runner.rss,
+        notes: runner.notes,
         targets,
     })
 }
@@ -162,6 +163,7 @@ pub(crate) struct Runner<'a> {
     pub(crate) rows: Vec<Row>,
     seeding: Vec<Seeding>,
     rss: Vec<RssMark>,
+    notes: Vec<String>,
 }
 
 impl<'a> Runner<'a> {
@@ -172,6 +174,7 @@ impl<'a> Runner<'a> {
             rows: Vec::new(),
             seeding: Vec::new(),
             rss: Vec::new(),
+            notes: Vec::new(),
         }
     }
 
@@ -369,6 +372,7 @@ impl<'a> Runner<'a> {
         const WRITERS: usize = 8;
         const WARMUP: usize = 10;
         let per_task = self.scale.concurrent_per_task;
+        let before = target.write_stats();
         let samples = self.rt.block_on(async {
             let mut ids = Vec::with_capacity(WRITERS);
             for _ in 0..WRITERS {
@@ -413,6 +417,14 @@ impl<'a> Runner<'a> {
             Ok::<_, Error>((all, ids))
         })?;
         let (store_samples, ids) = samples;
+        if let (Some((t0, w0)), Some((t1, w1))) = (before, target.write_stats()) {
+            let (transactions, writes) = (t1 - t0, w1 - w0);
+            self.notes.push(format!(
+                "append_concurrent8: the SQLite writer committed {writes} writes in \
+                 {transactions} transactions, {:.1} per commit (warm-up included)",
+                writes as f64 / transactions.max(1) as f64
+            ));
+        }
         let mut raw_samples = Samples::default();
         if let Some(raw) = target.raw() {
             for i in 0..WARMUP + per_task {
