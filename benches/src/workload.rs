@@ -226,7 +226,6 @@ impl<'a> Runner<'a> {
 
     /// Times `warmup + n` calls of `store_op` (and of `raw_op`, interleaved), records
     /// the last `n` of each and adds the row. The operation's index is passed to both.
-    #[allow(clippy::too_many_arguments)] // each argument is one knob of one measurement
     pub(crate) fn measure<S, R>(
         &mut self,
         section: &'static str,
