@@ -294,12 +294,14 @@ impl SqliteStore {
         if self.closed.swap(true, Ordering::SeqCst) {
             return;
         }
+        // Readers first: the connection that closes last checkpoints the WAL into the
+        // database and removes it, and only the writer may.
+        if let Readers::Own(set) = &self.readers {
+            set.close().await;
+        }
         let (ack, done) = oneshot::channel();
         if self.writer.send(Command::Close(ack)).await.is_ok() {
             let _ = done.await;
-        }
-        if let Readers::Own(set) = &self.readers {
-            set.close().await;
         }
     }
 
