@@ -23,6 +23,7 @@ pub const API_PREFIX: &str = "/api/v1/connections";
 const INDEX_HTML: &str = include_str!("../web/index.html");
 const APP_JS: &str = include_str!("../web/app.js");
 const APP_CSS: &str = include_str!("../web/app.css");
+const FAVICON_SVG: &str = include_str!("../web/favicon.svg");
 
 /// The page loads only its own script and style, and talks only to this server.
 const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
@@ -158,6 +159,10 @@ impl App {
             .route(
                 "/app.css",
                 get(|| page_asset("text/css; charset=utf-8", APP_CSS)),
+            )
+            .route(
+                "/favicon.svg",
+                get(|| page_asset("image/svg+xml", FAVICON_SVG)),
             )
             .route(
                 "/openapi.json",

@@ -14,3 +14,8 @@ mod settings;
 pub use app::{API_PREFIX, App, AppError, StoreHandle};
 pub use offline::OfflineEchoModel;
 pub use settings::{Database, Settings};
+
+/// The README's examples, compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;

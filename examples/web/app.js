@@ -18,7 +18,8 @@ const state = {
   olderCursor: null,          // seq of the oldest loaded message, when older exist
   loadingOlder: false,
   openGeneration: 0,          // bumps on every switch; stale loads are dropped
-  streams: new Map(),         // conversation id -> { text, toolCalls, userMessage }
+  streams: new Map(),         // conversation id -> { text, toolCalls, userMessage, error }
+  renaming: false,            // an inline rename is open: the list waits to re-render
 };
 
 async function api(method, path, body) {
@@ -141,6 +142,7 @@ function upsertConversation(conversation, moveToTop) {
 const titleOf = (c) => c.title || "New chat";
 
 function renderList() {
+  if (state.renaming) return;
   const list = $("list");
   const items = state.order.map((id) => renderListItem(state.conversations.get(id)));
   if (state.listEnd && state.order.length === 0) {
@@ -158,7 +160,7 @@ function renderListItem(c) {
   li.setAttribute("data-testid", "conversation");
   if (c.pinned) {
     const mark = document.createElement("span");
-    mark.className = "pin-mark"; mark.textContent = "📌"; mark.title = "Pinned";
+    mark.className = "pin-mark"; mark.textContent = "★"; mark.title = "Pinned";
     li.append(mark);
   }
   const title = document.createElement("span");
@@ -176,9 +178,9 @@ function renderListItem(c) {
     actions.append(button);
   };
   action("Rename", "✎", () => startRename(li, c));
-  action(c.pinned ? "Unpin" : "Pin", c.pinned ? "⊘" : "📌", () => patch(c, { pinned: !c.pinned }));
-  action(c.archived ? "Unarchive" : "Archive", c.archived ? "↺" : "🗄", () => patch(c, { archived: !c.archived }));
-  action("Delete", "🗑", () => remove(c));
+  action(c.pinned ? "Unpin" : "Pin", c.pinned ? "★" : "☆", () => patch(c, { pinned: !c.pinned }));
+  action(c.archived ? "Unarchive" : "Archive", c.archived ? "⇧" : "⇩", () => patch(c, { archived: !c.archived }));
+  action("Delete", "✕", () => remove(c));
   li.append(actions);
   li.addEventListener("click", () => openConversation(c.id));
   return li;
@@ -190,7 +192,9 @@ function startRename(li, c) {
   input.setAttribute("aria-label", "New title");
   let done = false;
   const finish = async (save) => {
-    if (done) return; done = true;
+    if (done) return;
+    done = true;
+    state.renaming = false;
     const title = input.value;
     if (save && title.trim() && title !== c.title) await patch(c, { title });
     else renderList();
@@ -201,6 +205,7 @@ function startRename(li, c) {
   });
   input.addEventListener("blur", () => finish(true));
   input.addEventListener("click", (e) => e.stopPropagation());
+  state.renaming = true;
   li.replaceChildren(input);
   input.focus(); input.select();
 }
