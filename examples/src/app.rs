@@ -10,7 +10,7 @@ use conversation_adapter_http::{ApiState, router};
 use conversation_core::{ChatModel, Conversations, Store, TitleGenerator};
 use conversation_llm_openai::{OpenAiChatModel, OpenAiConfig, OpenAiError};
 use conversation_store_memory::MemoryStore;
-use conversation_store_postgres::PostgresStore;
+use conversation_store_postgres::{PostgresOptions, PostgresStore};
 use conversation_store_sqlite::SqliteStore;
 use tracing::info;
 
@@ -74,9 +74,15 @@ impl StoreHandle {
             Database::Sqlite(path) => SqliteStore::open(&path)
                 .await
                 .map(|store| Self::Sqlite(Arc::new(store))),
-            Database::Postgres(url) => PostgresStore::connect(&url)
-                .await
-                .map(|store| Self::Postgres(Arc::new(store))),
+            Database::Postgres(url) => {
+                let mut options = PostgresOptions::new();
+                if let Some(schema) = &settings.database_schema {
+                    options = options.schema(schema.clone());
+                }
+                PostgresStore::connect_with(&url, options)
+                    .await
+                    .map(|store| Self::Postgres(Arc::new(store)))
+            }
             Database::Memory => Ok(Self::Memory(Arc::new(MemoryStore::new()))),
         };
         let store = opened.map_err(|source| AppError::Store {

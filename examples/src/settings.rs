@@ -28,6 +28,11 @@ pub struct Settings {
     #[arg(long, env = "DATABASE_URL", default_value = "data/conversations.db")]
     pub database_url: String,
 
+    /// The PostgreSQL schema holding the store's tables (default `public`), so that
+    /// several deployments, or tests, can share one database.
+    #[arg(long, env = "DATABASE_SCHEMA")]
+    pub database_schema: Option<String>,
+
     /// Pause between the words of the offline echo reply, in milliseconds.
     #[arg(long, env = "OFFLINE_ECHO_DELAY_MS", default_value_t = 15)]
     pub offline_echo_delay_ms: u64,

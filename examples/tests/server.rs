@@ -66,6 +66,14 @@ impl Server {
         format!("{}/api/v1/connections{path}", self.url)
     }
 
+    /// Kills the process with SIGKILL, as a crash would.
+    fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+    }
+
     /// Sends SIGTERM and waits for the exit.
     fn terminate(mut self) -> ExitStatus {
         let mut child = self.child.take().unwrap();
@@ -266,4 +274,222 @@ fn the_sidebar_page_works_in_a_real_browser() {
     assert!(screenshot.is_file());
     eprintln!("screenshot of the final page: {}", screenshot.display());
     assert!(server.terminate().success());
+}
+
+/// The PostgreSQL server of the tests, or `None` after saying why it is skipped;
+/// with `REQUIRE_POSTGRES=1` an unreachable server fails the test instead.
+async fn postgres_url() -> Option<String> {
+    let url = std::env::var("TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+    let probe = tokio::time::timeout(Duration::from_secs(5), sqlx::PgPool::connect(&url)).await;
+    match probe {
+        Ok(Ok(pool)) => {
+            pool.close().await;
+            Some(url)
+        }
+        failure => {
+            let reason = match failure {
+                Ok(Err(error)) => error.to_string(),
+                _ => "no answer in 5 s".to_owned(),
+            };
+            assert!(
+                std::env::var("REQUIRE_POSTGRES").as_deref() != Ok("1"),
+                "REQUIRE_POSTGRES=1 but PostgreSQL is not reachable: {reason}"
+            );
+            eprintln!("SKIPPED the multi-server test: PostgreSQL is not reachable ({reason})");
+            None
+        }
+    }
+}
+
+/// What an appender saw acknowledged: (conversation, message id, seq).
+type Acknowledged = Vec<(String, String, u64)>;
+
+/// Appends batches of two messages with caller ids, alternating between the
+/// conversations, through one server, until `rounds` are done or a request fails.
+async fn append_through(
+    http: reqwest::Client,
+    base: String,
+    chats: Vec<String>,
+    writer: String,
+    rounds: usize,
+    acked: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) -> Acknowledged {
+    let mut acknowledged = Vec::new();
+    for round in 0..rounds {
+        let chat = &chats[round % chats.len()];
+        let batch: Vec<Value> = (0..2)
+            .map(|k| {
+                json!({
+                    "id": uuid::Uuid::now_v7().to_string(),
+                    "role": if k == 0 { "user" } else { "assistant" },
+                    "content": format!("{writer} round {round} #{k}"),
+                })
+            })
+            .collect();
+        let sent = http
+            .post(format!(
+                "{base}/api/v1/connections/shared/conversations/{chat}/messages"
+            ))
+            .json(&batch)
+            .send()
+            .await;
+        let Ok(response) = sent else { break };
+        if response.status() != 201 {
+            break;
+        }
+        let Ok(body) = response.json::<Value>().await else {
+            break;
+        };
+        for message in body["messages"].as_array().unwrap() {
+            acknowledged.push((
+                chat.clone(),
+                message["id"].as_str().unwrap().to_owned(),
+                message["seq"].as_u64().unwrap(),
+            ));
+        }
+        acked.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+    acknowledged
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_server_processes_share_one_postgres_database() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    let Some(url) = postgres_url().await else {
+        return;
+    };
+    // The store-postgres tests drop leftover `conv_test_<secs>_…` schemas after an hour.
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let schema = format!(
+        "conv_test_{secs}_e2e{}",
+        &uuid::Uuid::now_v7().simple().to_string()[20..]
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let env = [
+        ("DATABASE_URL", url.as_str()),
+        ("DATABASE_SCHEMA", schema.as_str()),
+    ];
+    let first = Server::start(dir.path(), &env);
+    let second = Server::start(dir.path(), &env);
+    let mut victim = Server::start(dir.path(), &env);
+    let http = client();
+
+    let mut chats = Vec::new();
+    for _ in 0..2 {
+        let created: Value = http
+            .post(first.api("/shared/conversations"))
+            .json(&json!({}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        chats.push(created["id"].as_str().unwrap().to_owned());
+    }
+
+    let progress = Arc::new(AtomicUsize::new(0));
+    let victim_progress = Arc::new(AtomicUsize::new(0));
+    let mut writers = Vec::new();
+    for (server, name) in [(&first, "first"), (&second, "second")] {
+        for task in 0..3 {
+            writers.push(tokio::spawn(append_through(
+                http.clone(),
+                server.url.clone(),
+                chats.clone(),
+                format!("{name}-{task}"),
+                20,
+                progress.clone(),
+            )));
+        }
+    }
+    let victim_writer = tokio::spawn(append_through(
+        http.clone(),
+        victim.url.clone(),
+        chats.clone(),
+        "victim".to_owned(),
+        usize::MAX,
+        victim_progress.clone(),
+    ));
+    // Kill the third process with SIGKILL while every writer is still appending.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while victim_progress.load(Ordering::SeqCst) < 10 {
+        assert!(Instant::now() < deadline, "the victim never made progress");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    victim.kill9();
+    let mut acknowledged: Acknowledged = victim_writer.await.unwrap();
+    let from_victim = acknowledged.len();
+    assert!(from_victim >= 20);
+    for writer in writers {
+        let mine = writer.await.unwrap();
+        assert_eq!(mine.len(), 40, "the surviving servers kept answering");
+        acknowledged.extend(mine);
+    }
+    assert!(progress.load(Ordering::SeqCst) == 120);
+
+    // Read everything back through the second server.
+    for chat in &chats {
+        let mut stored: Vec<Value> = Vec::new();
+        loop {
+            let after = stored.last().map_or(0, |m| m["seq"].as_u64().unwrap());
+            let page: Value = http
+                .get(second.api(&format!(
+                    "/shared/conversations/{chat}/messages?after={after}&limit=200"
+                )))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            stored.extend(page["items"].as_array().unwrap().iter().cloned());
+            if !page["hasMore"].as_bool().unwrap() {
+                break;
+            }
+        }
+        let seqs: Vec<u64> = stored.iter().map(|m| m["seq"].as_u64().unwrap()).collect();
+        assert_eq!(
+            seqs,
+            (1..=stored.len() as u64).collect::<Vec<_>>(),
+            "gap-free seq"
+        );
+        let by_id: std::collections::HashMap<&str, u64> = stored
+            .iter()
+            .map(|m| (m["id"].as_str().unwrap(), m["seq"].as_u64().unwrap()))
+            .collect();
+        assert_eq!(by_id.len(), stored.len(), "no message stored twice");
+        let mine: Vec<_> = acknowledged.iter().filter(|(c, _, _)| c == chat).collect();
+        for (_, id, seq) in &mine {
+            assert_eq!(
+                by_id.get(id.as_str()),
+                Some(seq),
+                "acknowledged {id} is stored at its seq"
+            );
+        }
+        // Only the killed process's request in flight may have been stored unacknowledged.
+        assert!(
+            stored.len() <= mine.len() + 2,
+            "{} stored, {} acknowledged",
+            stored.len(),
+            mine.len()
+        );
+    }
+
+    assert!(first.terminate().success());
+    assert!(second.terminate().success());
+    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP SCHEMA \"{schema}\" CASCADE"
+    )))
+    .execute(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
 }
