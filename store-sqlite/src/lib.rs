@@ -441,10 +441,7 @@ impl Store for SqliteStore {
             .map_err(|e| convert("listing conversations", e))?;
         let mut items = conversations_from_page(&page, scope)?;
         // In list order whatever order SQLite fed its aggregate.
-        items.sort_unstable_by(|a, b| {
-            let key = |c: &Conversation| (query.pinned_first && c.pinned, c.updated_at, c.id);
-            key(b).cmp(&key(a))
-        });
+        items.sort_unstable_by(|a, b| query.list_order(a, b));
         let more = items.len() > limit;
         items.truncate(limit);
         let next_cursor = match items.last() {
