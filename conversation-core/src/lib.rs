@@ -56,8 +56,3 @@ pub use service::{Conversations, OpenConversation, ReplyProgress, StreamingReply
 pub use store::{Appended, Store, TitleOutcome, automatic_title_applies, check_expected_version};
 pub use title::{AUTOMATIC_TITLE_MAX_CHARS, HeuristicTitles, TitleGenerator, sanitize_title};
 pub use window::{ApproxTokenCounter, ContextPolicy, TokenCounter};
-
-/// The README's examples, compiled and run as doc tests.
-#[cfg(doctest)]
-#[doc = include_str!("../../README.md")]
-pub struct ReadmeDoctests;

@@ -159,6 +159,29 @@ impl NewConversation {
         self.metadata = metadata;
         self
     }
+
+    /// The conversation this creates in `scope` at `at`, as every store stores it: a
+    /// new UUIDv7, version 1, no messages, a given title as a user title.
+    pub fn into_conversation(self, scope: Scope, at: DateTime<Utc>) -> Conversation {
+        let title_source = if self.title.is_some() {
+            TitleSource::User
+        } else {
+            TitleSource::None
+        };
+        Conversation {
+            id: ConversationId::new(),
+            scope,
+            title: self.title,
+            title_source,
+            created_at: at,
+            updated_at: at,
+            message_count: 0,
+            pinned: false,
+            archived: false,
+            metadata: self.metadata,
+            version: 1,
+        }
+    }
 }
 
 /// A change to a conversation. Fields left `None` stay as they are.

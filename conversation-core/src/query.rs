@@ -183,6 +183,14 @@ impl ConversationQuery {
         .encode()
     }
 
+    /// The list order of this query: `a` before `b` is `Ordering::Less`. Newest
+    /// activity first, then the larger id; pinned conversations before all others
+    /// when `pinned_first`.
+    pub fn list_order(&self, a: &Conversation, b: &Conversation) -> std::cmp::Ordering {
+        let key = |c: &Conversation| (self.pinned_first && c.pinned, c.updated_at, c.id);
+        key(b).cmp(&key(a))
+    }
+
     /// Whether `conversation` passes this query's filters (not its cursor). Shared by
     /// the stores that filter in memory; `title_filter` is [`Self::title_filter`]'s value.
     pub fn admits(&self, conversation: &Conversation, title_filter: Option<&str>) -> bool {

@@ -64,12 +64,13 @@ impl std::fmt::Debug for StreamingReply {
 ///
 /// # Title lifecycle
 /// The first user message gives a *heuristic* title at once (so the sidebar never
-/// shows an empty "New chat"). An append that holds an assistant message, while the
-/// title is still missing or heuristic, starts the [`TitleGenerator`] in the
-/// background under a timeout; its answer, sanitised, replaces the heuristic title
-/// (*generated*). A title the user set is final. A failing, hanging or useless
-/// generator is logged with `tracing` and leaves the heuristic title; it never fails
-/// the append.
+/// shows an empty "New chat"). When a [`TitleGenerator`] is configured
+/// ([`Self::with_title_generator`]), an append that holds an assistant message, while
+/// the title is still missing or heuristic, starts it in the background under a
+/// timeout; its answer, sanitised, replaces the heuristic title (*generated*). A title
+/// the user set is final. A failing, hanging or useless generator is logged with
+/// `tracing` and leaves the heuristic title; it never fails the append. Without a
+/// generator the heuristic title stays, labelled as such.
 ///
 /// ```
 /// # use std::sync::Arc;
@@ -92,7 +93,8 @@ pub struct Conversations {
 #[derive(Debug)]
 struct Inner {
     store: Arc<dyn Store>,
-    titles: Arc<dyn TitleGenerator>,
+    /// `None`: heuristic titles only.
+    titles: Option<Arc<dyn TitleGenerator>>,
     policy: ContextPolicy,
     title_timeout: Duration,
     open_page_size: u32,
@@ -104,13 +106,13 @@ impl Conversations {
     /// How long a background title generation may take unless configured otherwise.
     pub const DEFAULT_TITLE_TIMEOUT: Duration = Duration::from_secs(30);
 
-    /// A service over `store` with heuristic titles only and the default context
-    /// policy (20 messages).
+    /// A service over `store` with heuristic titles only (no generator) and the
+    /// default context policy (20 messages).
     pub fn new(store: Arc<dyn Store>) -> Self {
         Self {
             inner: Arc::new(Inner {
                 store,
-                titles: Arc::new(HeuristicTitles),
+                titles: None,
                 policy: ContextPolicy::default(),
                 title_timeout: Self::DEFAULT_TITLE_TIMEOUT,
                 open_page_size: crate::DEFAULT_PAGE_SIZE as u32,
@@ -138,7 +140,7 @@ impl Conversations {
 
     /// Uses `titles` to write titles after the first reply.
     pub fn with_title_generator(self, titles: Arc<dyn TitleGenerator>) -> Self {
-        self.configure(|inner| inner.titles = titles)
+        self.configure(|inner| inner.titles = Some(titles))
     }
 
     /// Uses `policy` to choose the context window.
@@ -328,6 +330,7 @@ impl Conversations {
         }
         let has_reply = appended.messages.iter().any(|m| m.role == Role::Assistant);
         if has_reply
+            && self.inner.titles.is_some()
             && matches!(
                 appended.conversation.title_source,
                 TitleSource::None | TitleSource::Heuristic
@@ -430,12 +433,14 @@ impl Conversations {
     }
 
     /// Generates the title now and waits for it (e.g. a "regenerate title" button).
-    /// A user title is kept (`applied` is `false`).
+    /// A user title is kept (`applied` is `false`). Without a generator, the
+    /// heuristic title is set if the conversation has none.
     ///
     /// # Errors
     /// Unlike the background generation, failures are returned: the generator's
     /// error, [`Error::Unavailable`] on timeout, [`Error::Backend`] when it returned
-    /// nothing usable, [`Error::InvalidInput`] when the conversation has no messages.
+    /// nothing usable, [`Error::InvalidInput`] when the conversation has no messages
+    /// (or, without a generator, no user message with text).
     pub async fn generate_title(&self, scope: &Scope, id: ConversationId) -> Result<TitleOutcome> {
         match tokio::time::timeout(
             self.inner.title_timeout,
@@ -621,7 +626,19 @@ impl Inner {
                 "has no messages to title from",
             ));
         }
-        let raw = self.titles.generate_title(&opening).await?;
+        let Some(titles) = &self.titles else {
+            let title = HeuristicTitles::title_for(&opening).ok_or_else(|| {
+                Error::invalid(
+                    "conversation",
+                    "has no user message with text to title from",
+                )
+            })?;
+            return self
+                .store
+                .set_title_unless_user(scope, id, title, TitleSource::Heuristic)
+                .await;
+        };
+        let raw = titles.generate_title(&opening).await?;
         let title = sanitize_title(&raw).ok_or_else(|| Error::Backend {
             message: "the title generator returned no usable text".to_owned(),
             source: None,

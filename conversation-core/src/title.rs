@@ -110,7 +110,7 @@ fn clean_line(line: &str) -> String {
         .chars()
         .map(|c| if c.is_control() { ' ' } else { c })
         .collect();
-    text = text.replace("**", "").replace("__", "").replace('`', "");
+    text = strip_underscore_emphasis(&text.replace("**", "").replace('`', ""));
     let mut text = text.trim();
     loop {
         let before = text;
@@ -126,6 +126,29 @@ fn clean_line(line: &str) -> String {
         }
     }
     text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Drops `__` where it delimits Markdown emphasis (`__bold__`: at the start or end of a
+/// word), keeping it inside identifiers such as `my__table` or `window.__init`.
+fn strip_underscore_emphasis(text: &str) -> String {
+    let chars: Vec<char> = text.chars().collect();
+    let mut out = String::with_capacity(text.len());
+    let mut i = 0;
+    while i < chars.len() {
+        if chars[i] == '_' && chars.get(i + 1) == Some(&'_') {
+            let before = i.checked_sub(1).map(|j| chars[j]);
+            let after = chars.get(i + 2).copied();
+            let opens = before.is_none_or(char::is_whitespace);
+            let closes = after.is_none_or(|c| c.is_whitespace() || c.is_ascii_punctuation());
+            if opens || closes {
+                i += 2;
+                continue;
+            }
+        }
+        out.push(chars[i]);
+        i += 1;
+    }
+    out
 }
 
 /// Drops a list ordinal such as `1.` or `2)` at the start.
@@ -209,6 +232,11 @@ mod tests {
             ("“Quarterly report”", "Quarterly report"),
             ("1. Index tuning", "Index tuning"),
             ("- Joins on user_id", "Joins on user_id"),
+            ("__Bold__ title", "Bold title"),
+            (
+                "Rename my__table, not window.__xss",
+                "Rename my__table, not window.__xss",
+            ),
             ("a < b comparison", "a < b comparison"),
             ("Tab\tand\u{7}bell", "Tab and bell"),
         ];

@@ -856,3 +856,44 @@ async fn a_model_that_refuses_to_start_leaves_the_user_message_stored() {
         Err(Error::InvalidInput { .. })
     ));
 }
+
+#[tokio::test]
+async fn without_a_generator_the_heuristic_title_stays_labelled_heuristic() {
+    let service = Conversations::new(memory());
+    let chat = service
+        .create(&scope(), NewConversation::new())
+        .await
+        .unwrap();
+    service
+        .append_user(&scope(), chat.id, "Disk usage by table")
+        .await
+        .unwrap();
+    service
+        .append_assistant(&scope(), chat.id, "Here it is.")
+        .await
+        .unwrap();
+    service.wait_for_titles().await;
+    let titled = service.get(&scope(), chat.id).await.unwrap();
+    assert_eq!(titled.title.as_deref(), Some("Disk usage by table"));
+    assert_eq!(titled.title_source, TitleSource::Heuristic);
+
+    // An explicit request sets the heuristic title where there is none yet.
+    let untitled = service
+        .create(&scope(), NewConversation::new())
+        .await
+        .unwrap();
+    service
+        .append(
+            &scope(),
+            untitled.id,
+            vec![NewMessage::system("You are terse.")],
+        )
+        .await
+        .unwrap();
+    assert!(matches!(
+        service.generate_title(&scope(), untitled.id).await,
+        Err(Error::InvalidInput { .. })
+    ));
+    let kept = service.generate_title(&scope(), chat.id).await.unwrap();
+    assert!(!kept.applied, "a heuristic title is not replaced by itself");
+}

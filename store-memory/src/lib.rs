@@ -207,25 +207,7 @@ impl Store for MemoryStore {
         new: NewConversation,
     ) -> Result<Conversation> {
         self.limits.check_new_conversation(&new)?;
-        let at = now();
-        let title_source = if new.title.is_some() {
-            TitleSource::User
-        } else {
-            TitleSource::None
-        };
-        let conversation = Conversation {
-            id: ConversationId::new(),
-            scope: scope.clone(),
-            title: new.title,
-            title_source,
-            created_at: at,
-            updated_at: at,
-            message_count: 0,
-            pinned: false,
-            archived: false,
-            metadata: new.metadata,
-            version: 1,
-        };
+        let conversation = new.into_conversation(scope.clone(), now());
         let mut state = self.write();
         state
             .scopes

@@ -294,12 +294,14 @@ impl SqliteStore {
         if self.closed.swap(true, Ordering::SeqCst) {
             return;
         }
+        // Readers first: the connection that closes last checkpoints the WAL into the
+        // database and removes it, and only the writer may.
+        if let Readers::Own(set) = &self.readers {
+            set.close().await;
+        }
         let (ack, done) = oneshot::channel();
         if self.writer.send(Command::Close(ack)).await.is_ok() {
             let _ = done.await;
-        }
-        if let Readers::Own(set) = &self.readers {
-            set.close().await;
         }
     }
 
@@ -439,10 +441,7 @@ impl Store for SqliteStore {
             .map_err(|e| convert("listing conversations", e))?;
         let mut items = conversations_from_page(&page, scope)?;
         // In list order whatever order SQLite fed its aggregate.
-        items.sort_unstable_by(|a, b| {
-            let key = |c: &Conversation| (query.pinned_first && c.pinned, c.updated_at, c.id);
-            key(b).cmp(&key(a))
-        });
+        items.sort_unstable_by(|a, b| query.list_order(a, b));
         let more = items.len() > limit;
         items.truncate(limit);
         let next_cursor = match items.last() {

@@ -287,25 +287,7 @@ async fn create(
     scope: Scope,
     new: NewConversation,
 ) -> Result<Conversation> {
-    let at = now();
-    let title_source = if new.title.is_some() {
-        TitleSource::User
-    } else {
-        TitleSource::None
-    };
-    let conversation = Conversation {
-        id: ConversationId::new(),
-        scope,
-        title: new.title,
-        title_source,
-        created_at: at,
-        updated_at: at,
-        message_count: 0,
-        pinned: false,
-        archived: false,
-        metadata: new.metadata,
-        version: 1,
-    };
+    let conversation = new.into_conversation(scope, now());
     sqlx::query(
         "INSERT INTO conversations (id, scope, title, title_source, created_at, updated_at, \
          message_count, pinned, archived, metadata, version) \
@@ -315,7 +297,7 @@ async fn create(
     .bind(conversation.scope.as_str())
     .bind(conversation.title.as_deref())
     .bind(conversation.title_source.as_str())
-    .bind(millis(at))
+    .bind(millis(conversation.created_at))
     .bind(metadata_to_text(&conversation.metadata)?)
     .execute(&mut *conn)
     .await

@@ -116,10 +116,8 @@ async fn list_all<S: Store>(
 
 /// List order: pinned first when asked, then newest activity, then id, descending.
 fn sort_like_list(rows: &mut [Conversation], pinned_first: bool) {
-    rows.sort_by(|a, b| {
-        let key = |c: &Conversation| (pinned_first && c.pinned, c.updated_at, c.id);
-        key(b).cmp(&key(a))
-    });
+    let query = ConversationQuery::new().pinned_first(pinned_first);
+    rows.sort_by(|a, b| query.list_order(a, b));
 }
 
 // ---------------------------------------------------------------------------

@@ -417,10 +417,7 @@ async fn run<S: Store>(store: S, ops: Vec<Op>) {
                     .map(|c| c.conversation.clone())
                     .filter(|c| c.scope == scopes[*scope] && query.admits(c, needle.as_deref()))
                     .collect();
-                expected.sort_by(|a, b| {
-                    let key = |c: &Conversation| (*pinned_first && c.pinned, c.updated_at, c.id);
-                    key(b).cmp(&key(a))
-                });
+                expected.sort_by(|a, b| query.list_order(a, b));
                 let mut listed = Vec::new();
                 loop {
                     let page = store

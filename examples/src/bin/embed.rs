@@ -1,0 +1,140 @@
+//! The library in-process, without HTTP: create, append, switch, the context window
+//! and titles, on the SQLite store.
+//!
+//! ```sh
+//! cargo run -p conversation-examples --bin embed [-- path/to/file.db]
+//! ```
+//!
+//! With `OPENAI_API_KEY` set, titles are written by the model; without, the heuristic
+//! title (from the first question) stays.
+
+#![allow(clippy::print_stdout)] // An example program: printing is its output.
+
+use std::error::Error;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use conversation_core::{
+    ArchivedFilter, ConversationQuery, Conversations, NewConversation, NewMessage, Scope,
+    TitleGenerator,
+};
+use conversation_llm_openai::{OpenAiConfig, OpenAiTitleGenerator};
+use conversation_store_sqlite::SqliteStore;
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn Error>> {
+    let path = std::env::args()
+        .nth(1)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("data/embed-example.db"));
+    let store = Arc::new(SqliteStore::open(&path).await?);
+    let mut service = Conversations::new(store.clone());
+    if std::env::var_os("OPENAI_API_KEY").is_some() {
+        let titles: Arc<dyn TitleGenerator> =
+            Arc::new(OpenAiTitleGenerator::new(OpenAiConfig::from_env()?)?);
+        service = service.with_title_generator(titles);
+    }
+    println!("store: {}", path.display());
+
+    // One scope per database connection of the host.
+    let scope = Scope::new("warehouse-eu")?;
+    let other_scope = Scope::new("billing")?;
+
+    // Create and talk: the first question titles the conversation at once.
+    let revenue = service.create(&scope, NewConversation::new()).await?;
+    let asked = service
+        .append_user(
+            &scope,
+            revenue.id,
+            "What was revenue by region last quarter?",
+        )
+        .await?;
+    println!(
+        "created {} titled {:?}",
+        revenue.id, asked.conversation.title
+    );
+    service
+        .append_assistant(&scope, revenue.id, "EMEA 4.1M, AMER 6.3M, APAC 2.2M.")
+        .await?;
+
+    // A second conversation, long enough for the window to slide.
+    let tuning = service.create(&scope, NewConversation::new()).await?;
+    let turns: Vec<NewMessage> = (1..=15)
+        .flat_map(|i| {
+            [
+                NewMessage::user(format!("Is index #{i} used by the nightly job?")),
+                NewMessage::assistant(format!("Index #{i}: used {i} times last night.")),
+            ]
+        })
+        .collect();
+    service.append(&scope, tuning.id, turns).await?;
+
+    // The sidebar: newest activity first, pinned first.
+    service.set_pinned(&scope, revenue.id, true).await?;
+    let sidebar = service
+        .list(&scope, &ConversationQuery::new().pinned_first(true))
+        .await?;
+    println!("sidebar of {scope}:");
+    for conversation in &sidebar.items {
+        let pin = if conversation.pinned { "📌" } else { "  " };
+        println!(
+            "  {pin} {:<50} {} messages",
+            conversation.title.as_deref().unwrap_or("New chat"),
+            conversation.message_count
+        );
+    }
+
+    // Switch: the conversation and its newest page of messages.
+    let open = service.open(&scope, tuning.id).await?;
+    println!(
+        "switched to {:?}: {} messages, showing {} (older ones: {})",
+        open.conversation.title,
+        open.conversation.message_count,
+        open.messages.items.len(),
+        open.messages.has_more
+    );
+
+    // What the model would get: the last 20 messages, chronological.
+    let context = service.context(&scope, tuning.id).await?;
+    println!(
+        "context window: {} messages, seq {}..={}",
+        context.len(),
+        context.first().map_or(0, |m| m.seq),
+        context.last().map_or(0, |m| m.seq)
+    );
+
+    // Titles: the generator runs in the background after the first reply.
+    service.wait_for_titles().await;
+    let titled = service.get(&scope, revenue.id).await?;
+    println!(
+        "title of the first conversation: {:?} ({:?})",
+        titled.title, titled.title_source
+    );
+    let renamed = service.rename(&scope, revenue.id, "Q3 revenue").await?;
+    println!("renamed by the user: {:?} (final)", renamed.title);
+
+    // Archive, and isolation between scopes.
+    service.set_archived(&scope, tuning.id, true).await?;
+    let archived = service
+        .list(
+            &scope,
+            &ConversationQuery::new().archived(ArchivedFilter::Only),
+        )
+        .await?;
+    println!("archived: {}", archived.items.len());
+    let hidden = service.get(&other_scope, revenue.id).await;
+    println!(
+        "the same id from scope {other_scope}: {}",
+        match hidden {
+            Ok(_) => "visible (a bug!)".to_owned(),
+            Err(error) => error.to_string(),
+        }
+    );
+
+    // Clean up what this run created, so it can run again and again.
+    service.delete(&scope, revenue.id).await?;
+    service.delete(&scope, tuning.id).await?;
+    service.wait_for_titles().await;
+    store.close().await;
+    Ok(())
+}
