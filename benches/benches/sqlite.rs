@@ -7,11 +7,6 @@
 //! writer queue), the floor of any store built on sqlx. `store` − `sqlx` is what the
 //! store adds; `sqlx` − `raw` is what sqlx's connection thread costs.
 //!
-//! The window has a fourth, `raw_literal_limit`: the same statement with its
-//! `LIMIT ?3` written as `LIMIT 20`. SQLite (3.51) reads a bound LIMIT while planning
-//! and so re-prepares the statement whenever that parameter is bound again, i.e. on
-//! every call; the difference is what that costs.
-//!
 //! A quick loop for developers; the figures of record, at scale (1,000,000 messages,
 //! 100,000 conversations), come from the `scale` binary. The data (a scope of 10,000
 //! conversations, a conversation of 20,000 messages) is seeded untimed, in bulk.
@@ -153,42 +148,19 @@ fn benches(c: &mut Criterion) {
     });
     group.finish();
 
+    let window = sql::recent_messages(20);
     let mut group = c.benchmark_group("window20");
     group.bench_function("store", |b| {
         b.to_async(&runtime)
             .iter(|| async { black_box(store.recent_messages(&chats, chat, 20).await.unwrap()) });
     });
     group.bench_function("raw", |b| b.iter(|| raw.recent(&chats, chat, 20).unwrap()));
-    let literal = sql::RECENT_MESSAGES.replace("LIMIT ?3", "LIMIT 20");
-    assert_ne!(
-        literal,
-        sql::RECENT_MESSAGES,
-        "the window's LIMIT is no longer ?3"
-    );
-    let literal_raw = rusqlite::Connection::open_with_flags(
-        &path,
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .unwrap();
-    group.bench_function("raw_literal_limit", |b| {
-        b.iter(|| {
-            let mut statement = literal_raw.prepare_cached(&literal).unwrap();
-            let page: String = statement
-                .query_row(
-                    rusqlite::params![&chat.as_bytes()[..], chats.as_str()],
-                    |row| row.get(0),
-                )
-                .unwrap();
-            black_box(page)
-        });
-    });
     group.bench_function("sqlx", |b| {
         b.to_async(&runtime).iter(|| async {
             let conn = &mut *reader.lock().await;
-            let (page,): (String,) = sqlx::query_as(sql::RECENT_MESSAGES)
+            let (page,): (String,) = sqlx::query_as(sqlx::AssertSqlSafe(window.as_str()))
                 .bind(&chat.as_bytes()[..])
                 .bind(chats.as_str())
-                .bind(20_i64)
                 .fetch_one(conn)
                 .await
                 .unwrap();

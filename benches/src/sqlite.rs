@@ -60,7 +60,10 @@ fn open_reader(path: &Path) -> Result<Connection> {
 fn read_all(conn: &Connection, statement: &str, params: &[&dyn ToSql]) -> Result<usize> {
     let mut prepared = conn.prepare_cached(statement)?;
     let columns = prepared.column_count();
-    let mut rows = prepared.query(params)?;
+    // Like sqlx, bind only the parameters the statement has: a list page without a
+    // cursor or a title filter uses only the scope.
+    let used = &params[..prepared.parameter_count().min(params.len())];
+    let mut rows = prepared.query(used)?;
     let mut count = 0;
     while let Some(row) = rows.next()? {
         for column in 0..columns {
@@ -133,22 +136,21 @@ impl RawSqlite {
         get_on(&self.reader, scope, id)
     }
 
-    /// [`sql::RECENT_MESSAGES`]: the newest `n`, as one JSON row.
+    /// [`sql::recent_messages`]: the newest `n`, as one JSON row.
     ///
     /// # Errors
     /// SQLite's.
     pub fn recent(&self, scope: &Scope, id: ConversationId, n: usize) -> Result<()> {
         let rows = read_all(
             &self.reader,
-            sql::RECENT_MESSAGES,
-            &[&&id.as_bytes()[..], &scope.as_str(), &(n as i64)],
+            &sql::recent_messages(n),
+            &[&&id.as_bytes()[..], &scope.as_str()],
         )?;
         expect_one(rows)
     }
 
-    /// A page of messages as the store reads it: `newest_first` picks
-    /// [`sql::MESSAGES_NEWEST_FIRST`] or [`sql::MESSAGES_OLDEST_FIRST`]; the store
-    /// asks for one more row than the page to learn whether there are more.
+    /// A page of messages as the store reads it ([`sql::messages`]); the store asks
+    /// for one more row than the page to learn whether there are more.
     ///
     /// # Errors
     /// SQLite's.
@@ -188,8 +190,13 @@ impl RawSqlite {
     /// # Errors
     /// SQLite's.
     pub fn list(&self, scope: &Scope, cursor: Option<&ListCursor>, limit: usize) -> Result<()> {
-        let statement =
-            sql::list_conversations(ArchivedFilter::Exclude, false, cursor.is_some(), false);
+        let statement = sql::list_conversations(
+            ArchivedFilter::Exclude,
+            false,
+            cursor.is_some(),
+            false,
+            limit + 1,
+        );
         let rows = read_all(
             &self.reader,
             &statement,
@@ -199,7 +206,6 @@ impl RawSqlite {
                 &cursor.map(|c| c.updated_at.timestamp_millis()),
                 &cursor.map(|c| c.id.as_bytes().to_vec()),
                 &None::<String>,
-                &(limit as i64 + 1),
             ],
         )?;
         expect_one(rows)
@@ -293,21 +299,10 @@ fn page_on(
     newest_first: bool,
     limit: usize,
 ) -> Result<()> {
-    let statement = if newest_first {
-        sql::MESSAGES_NEWEST_FIRST
-    } else {
-        sql::MESSAGES_OLDEST_FIRST
-    };
     let rows = read_all(
         conn,
-        statement,
-        &[
-            &&id.as_bytes()[..],
-            &scope.as_str(),
-            &0_i64,
-            &i64::MAX,
-            &(limit as i64 + 1),
-        ],
+        &sql::messages(newest_first, limit + 1),
+        &[&&id.as_bytes()[..], &scope.as_str(), &0_i64, &i64::MAX],
     )?;
     expect_one(rows)
 }

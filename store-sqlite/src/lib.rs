@@ -427,14 +427,14 @@ impl Store for SqliteStore {
             query.pinned_first,
             position.is_some(),
             needle.is_some(),
+            limit + 1,
         );
         let select = sqlx::query_as(AssertSqlSafe(statement))
             .bind(scope.as_str())
             .bind(position.map(|p| p.pinned))
             .bind(position.map(|p| millis(p.updated_at)))
             .bind(position.map(|p| p.id.as_bytes().to_vec()))
-            .bind(needle)
-            .bind(to_i64(limit as u64 + 1));
+            .bind(needle);
         let page = self
             .read_page(select)
             .await
@@ -501,17 +501,12 @@ impl Store for SqliteStore {
     ) -> Result<MessagePage> {
         let range = query.range()?;
         self.check_open()?;
-        let statement = if range.newest_first {
-            sql::MESSAGES_NEWEST_FIRST
-        } else {
-            sql::MESSAGES_OLDEST_FIRST
-        };
-        let select = sqlx::query_as(statement)
+        let statement = sql::messages(range.newest_first, range.limit + 1);
+        let select = sqlx::query_as(AssertSqlSafe(statement))
             .bind(&id.as_bytes()[..])
             .bind(scope.as_str())
             .bind(to_i64(range.after))
-            .bind(range.before.map_or(i64::MAX, to_i64))
-            .bind(to_i64(range.limit as u64 + 1));
+            .bind(range.before.map_or(i64::MAX, to_i64));
         let page = self
             .read_page(select)
             .await
@@ -544,10 +539,9 @@ impl Store for SqliteStore {
             self.ensure_exists(scope, id).await?;
             return Ok(Vec::new());
         }
-        let select = sqlx::query_as(sql::RECENT_MESSAGES)
+        let select = sqlx::query_as(AssertSqlSafe(sql::recent_messages(n)))
             .bind(&id.as_bytes()[..])
-            .bind(scope.as_str())
-            .bind(to_i64(n as u64));
+            .bind(scope.as_str());
         let page = self
             .read_page(select)
             .await

@@ -44,7 +44,7 @@ impl ConversationRow {
     }
 }
 
-/// A `messages` row, in the column order of [`crate::sql::RECENT_MESSAGES`].
+/// A `messages` row, in the column order of [`crate::sql::recent_messages`].
 #[derive(Debug, sqlx::FromRow)]
 pub(crate) struct MessageRow {
     id: Vec<u8>,
@@ -118,7 +118,7 @@ pub(crate) fn conversations_from_page(page: &str, scope: &Scope) -> Result<Vec<C
         .collect()
 }
 
-/// One message of a JSON page ([`crate::sql::RECENT_MESSAGES`]).
+/// One message of a JSON page ([`crate::sql::recent_messages`]).
 #[derive(Debug, serde::Deserialize)]
 struct PageMessage(
     String,

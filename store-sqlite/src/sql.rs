@@ -6,6 +6,12 @@
 //! statement says. A lookup by id writes its scope test as `+scope`, which keeps the
 //! planner from reading the scope's index instead of the unique id: with statistics
 //! of a real database it may otherwise think that cheaper, and then sort.
+//!
+//! A page's `LIMIT` is written into the text, not bound: SQLite re-prepares a
+//! statement on every run in which a bound `LIMIT` changes (the limit feeds its
+//! planner), which doubled the cost of a 20-message window (41 µs against 20 µs in
+//! the raw baseline of `benches/`). Page sizes are few (the window, the page sizes a
+//! host uses, each at most 1,000), so the texts stay in sqlx's statement cache.
 
 use conversation_core::ArchivedFilter;
 
@@ -39,15 +45,11 @@ macro_rules! joined_message_columns {
 
 /// Wraps a page of messages into one row holding a JSON array of `[hex(id), seq, role,
 /// content, tool_calls, tool_call_id, metadata, created_at]` arrays.
-macro_rules! message_page {
-    ($rows:expr) => {
-        concat!(
-            "SELECT json_group_array(json_array(hex(id), seq, role, content, tool_calls, ",
-            "tool_call_id, metadata, created_at)) FROM (",
-            $rows,
-            ") AS page"
-        )
-    };
+fn message_page(rows: &str) -> String {
+    format!(
+        "SELECT json_group_array(json_array(hex(id), seq, role, content, tool_calls, \
+         tool_call_id, metadata, created_at)) FROM ({rows}) AS page"
+    )
 }
 
 // Pages (a window, a page of messages, a page of the list) come back as ONE row
@@ -61,53 +63,47 @@ macro_rules! message_page {
 // looked up once, and the messages are one range of their primary key, already in
 // order.
 
-macro_rules! recent_messages_rows {
-    () => {
+/// The newest `limit` messages as rows, newest first: `?1` conversation id, `?2`
+/// scope. No row for a conversation that is not in the scope.
+pub fn recent_messages_rows(limit: usize) -> String {
+    format!(
         concat!(
             "SELECT ",
             joined_message_columns!(),
             " FROM conversations AS c CROSS JOIN messages AS m",
             " WHERE c.id = ?1 AND +c.scope = ?2 AND m.conversation_id = ?1",
-            " ORDER BY m.seq DESC LIMIT ?3"
-        )
-    };
+            " ORDER BY m.seq DESC LIMIT {}"
+        ),
+        limit
+    )
 }
 
-macro_rules! messages_rows {
-    ($direction:literal) => {
+/// [`recent_messages_rows`] as one JSON row (`[]` when there is none).
+pub fn recent_messages(limit: usize) -> String {
+    message_page(&recent_messages_rows(limit))
+}
+
+/// At most `limit` messages with `?3 < seq < ?4` as rows, newest first when
+/// `newest_first`, else oldest first: `?1` conversation id, `?2` scope.
+pub fn messages_rows(newest_first: bool, limit: usize) -> String {
+    format!(
         concat!(
             "SELECT ",
             joined_message_columns!(),
             " FROM conversations AS c CROSS JOIN messages AS m",
             " WHERE c.id = ?1 AND +c.scope = ?2 AND m.conversation_id = ?1",
             " AND m.seq > ?3 AND m.seq < ?4",
-            " ORDER BY m.seq ",
-            $direction,
-            " LIMIT ?5"
-        )
-    };
+            " ORDER BY m.seq {} LIMIT {}"
+        ),
+        if newest_first { "DESC" } else { "ASC" },
+        limit
+    )
 }
 
-/// The newest messages as rows, newest first: `?1` conversation id, `?2` scope, `?3`
-/// how many. No row for a conversation that is not in the scope.
-pub const RECENT_MESSAGES_ROWS: &str = recent_messages_rows!();
-
-/// [`RECENT_MESSAGES_ROWS`] as one JSON row (`[]` when there is none).
-pub const RECENT_MESSAGES: &str = message_page!(recent_messages_rows!());
-
-/// Messages with `?3 < seq < ?4` as rows, newest first: `?1` conversation id, `?2`
-/// scope, `?5` how many.
-pub const MESSAGES_NEWEST_FIRST_ROWS: &str = messages_rows!("DESC");
-
-/// [`MESSAGES_NEWEST_FIRST_ROWS`] as one JSON row.
-pub const MESSAGES_NEWEST_FIRST: &str = message_page!(messages_rows!("DESC"));
-
-/// Messages with `?3 < seq < ?4` as rows, oldest first: `?1` conversation id, `?2`
-/// scope, `?5` how many.
-pub const MESSAGES_OLDEST_FIRST_ROWS: &str = messages_rows!("ASC");
-
-/// [`MESSAGES_OLDEST_FIRST_ROWS`] as one JSON row.
-pub const MESSAGES_OLDEST_FIRST: &str = message_page!(messages_rows!("ASC"));
+/// [`messages_rows`] as one JSON row.
+pub fn messages(newest_first: bool, limit: usize) -> String {
+    message_page(&messages_rows(newest_first, limit))
+}
 
 /// A stored message by its id: `?1` conversation id, `?2` message id.
 pub const MESSAGE_BY_ID: &str = concat!(
@@ -124,26 +120,28 @@ pub fn list_conversations(
     pinned_first: bool,
     after_cursor: bool,
     title_filter: bool,
+    limit: usize,
 ) -> String {
     format!(
         "SELECT json_group_array(json_array(hex(id), title, title_source, created_at, \
          updated_at, message_count, pinned, archived, metadata, version)) FROM ({}) AS page",
-        list_conversations_rows(archived, pinned_first, after_cursor, title_filter)
+        list_conversations_rows(archived, pinned_first, after_cursor, title_filter, limit)
     )
 }
 
-/// One page of a list as rows, in list order.
+/// At most `limit` rows of a list, in list order.
 ///
 /// Parameters: `?1` scope, `?2` the cursor's `pinned`, `?3` its `updated_at`, `?4` its
 /// id (used when `after_cursor`), `?5` the lowercased title needle (used when
-/// `title_filter`), `?6` how many rows. Each archive state is read from its own
-/// index range; [`ArchivedFilter::Include`] merges the two ranges, each read lazily
-/// in index order, so no statement ever sorts or scans the scope.
+/// `title_filter`). Each archive state is read from its own index range;
+/// [`ArchivedFilter::Include`] merges the two ranges, each read lazily in index
+/// order, so no statement ever sorts or scans the scope.
 pub fn list_conversations_rows(
     archived: ArchivedFilter,
     pinned_first: bool,
     after_cursor: bool,
     title_filter: bool,
+    limit: usize,
 ) -> String {
     let order = if pinned_first {
         "pinned DESC, updated_at DESC, id DESC"
@@ -175,9 +173,7 @@ pub fn list_conversations_rows(
             sql.push_str(" AND instr(lower(title), ?5) > 0");
         }
         if ordered {
-            sql.push_str(" ORDER BY ");
-            sql.push_str(order);
-            sql.push_str(" LIMIT ?6");
+            sql.push_str(&format!(" ORDER BY {order} LIMIT {limit}"));
         }
         sql
     };
@@ -186,7 +182,7 @@ pub fn list_conversations_rows(
         ArchivedFilter::Only => arm(1, true),
         // A compound ORDER BY merges its arms, each read lazily in index order.
         ArchivedFilter::Include => format!(
-            "{} UNION ALL {} ORDER BY {order} LIMIT ?6",
+            "{} UNION ALL {} ORDER BY {order} LIMIT {limit}",
             arm(0, false),
             arm(1, false)
         ),

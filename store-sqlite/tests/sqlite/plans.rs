@@ -96,20 +96,14 @@ fn assert_all_plans(conn: &rusqlite::Connection) {
         &["messages"],
     );
     for (what, statement) in [
-        ("window", sql::RECENT_MESSAGES),
-        ("window rows", sql::RECENT_MESSAGES_ROWS),
-        ("message page (newest)", sql::MESSAGES_NEWEST_FIRST),
-        (
-            "message page rows (newest)",
-            sql::MESSAGES_NEWEST_FIRST_ROWS,
-        ),
-        ("message page (oldest)", sql::MESSAGES_OLDEST_FIRST),
-        (
-            "message page rows (oldest)",
-            sql::MESSAGES_OLDEST_FIRST_ROWS,
-        ),
+        ("window", sql::recent_messages(20)),
+        ("window rows", sql::recent_messages_rows(20)),
+        ("message page (newest)", sql::messages(true, 51)),
+        ("message page rows (newest)", sql::messages_rows(true, 51)),
+        ("message page (oldest)", sql::messages(false, 51)),
+        ("message page rows (oldest)", sql::messages_rows(false, 51)),
     ] {
-        assert_seeks(conn, what, statement, &["messages", "conversations"]);
+        assert_seeks(conn, what, &statement, &["messages", "conversations"]);
     }
     for archived in [
         ArchivedFilter::Exclude,
@@ -123,12 +117,19 @@ fn assert_all_plans(conn: &rusqlite::Connection) {
                         "list page ({archived:?}, pinned_first {pinned_first}, cursor {after_cursor}, filter {title_filter})"
                     );
                     for statement in [
-                        sql::list_conversations(archived, pinned_first, after_cursor, title_filter),
+                        sql::list_conversations(
+                            archived,
+                            pinned_first,
+                            after_cursor,
+                            title_filter,
+                            51,
+                        ),
                         sql::list_conversations_rows(
                             archived,
                             pinned_first,
                             after_cursor,
                             title_filter,
+                            51,
                         ),
                     ] {
                         assert_seeks(conn, &what, &statement, &["conversations"]);
