@@ -22,7 +22,7 @@ use conversation_core::{
     NewConversation, NewMessage, Result, Scope, TitleOutcome, TitleSource, automatic_title_applies,
     check_expected_version, now,
 };
-use sqlx::SqliteConnection;
+use sqlx::{Sqlite, SqliteConnection};
 use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument as _;
 
@@ -406,16 +406,17 @@ async fn append(
     let at = now();
     let mut seq = conversation.message_count;
     let mut appended = Vec::with_capacity(messages.len());
+    let mut new_at = Vec::with_capacity(messages.len());
     for (new, existing) in messages.into_iter().zip(stored) {
         if let Some(message) = existing {
             appended.push(message);
             continue;
         }
         seq += 1;
-        let message = new.into_message(id, seq, at);
-        insert_message(conn, &message).await?;
-        appended.push(message);
+        new_at.push(appended.len());
+        appended.push(new.into_message(id, seq, at));
     }
+    insert_messages(conn, new_at.iter().map(|&i| &appended[i])).await?;
     conversation.message_count = seq;
     conversation.version += 1;
     conversation.updated_at = at.max(conversation.updated_at);
@@ -435,23 +436,45 @@ async fn append(
     })
 }
 
-async fn insert_message(conn: &mut SqliteConnection, message: &Message) -> Result<()> {
-    sqlx::query(
+/// Inserts messages with one statement: every statement costs a round trip to sqlx's
+/// connection thread, which for a batch costs more than SQLite's own work. A batch is
+/// at most `Limits::max_batch_messages` (default 256) rows of 9 parameters, far below
+/// SQLite's 32,766 parameters.
+async fn insert_messages<'m>(
+    conn: &mut SqliteConnection,
+    messages: impl ExactSizeIterator<Item = &'m Message>,
+) -> Result<()> {
+    if messages.len() == 0 {
+        return Ok(());
+    }
+    let mut insert = sqlx::QueryBuilder::<Sqlite>::new(
         "INSERT INTO messages (conversation_id, seq, id, role, content, tool_calls, \
-         tool_call_id, metadata, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-    )
-    .bind(&message.conversation_id.as_bytes()[..])
-    .bind(to_i64(message.seq))
-    .bind(&message.id.as_bytes()[..])
-    .bind(message.role.as_str())
-    .bind(message.content.as_str())
-    .bind(tool_calls_to_text(&message.tool_calls)?)
-    .bind(message.tool_call_id.as_deref())
-    .bind(metadata_to_text(&message.metadata)?)
-    .bind(millis(message.created_at))
-    .execute(&mut *conn)
-    .await
-    .map_err(|e| convert("storing a message", e))?;
+         tool_call_id, metadata, created_at) ",
+    );
+    let mut rows = Vec::with_capacity(messages.len());
+    for message in messages {
+        rows.push((
+            message,
+            tool_calls_to_text(&message.tool_calls)?,
+            metadata_to_text(&message.metadata)?,
+        ));
+    }
+    insert.push_values(rows, |mut row, (message, tool_calls, metadata)| {
+        row.push_bind(&message.conversation_id.as_bytes()[..])
+            .push_bind(to_i64(message.seq))
+            .push_bind(&message.id.as_bytes()[..])
+            .push_bind(message.role.as_str())
+            .push_bind(message.content.as_str())
+            .push_bind(tool_calls)
+            .push_bind(message.tool_call_id.as_deref())
+            .push_bind(metadata)
+            .push_bind(millis(message.created_at));
+    });
+    insert
+        .build()
+        .execute(&mut *conn)
+        .await
+        .map_err(|e| convert("storing messages", e))?;
     Ok(())
 }
 
