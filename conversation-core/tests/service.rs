@@ -155,6 +155,28 @@ async fn stored_roles(service: &Conversations, id: ConversationId) -> Vec<Role> 
         .collect()
 }
 
+async fn new_chat(service: &Conversations) -> Conversation {
+    service
+        .create(&scope(), NewConversation::new())
+        .await
+        .unwrap()
+}
+
+/// A conversation with a question and its answer, once background titling is done.
+async fn asked_and_answered(service: &Conversations, question: &str, answer: &str) -> Conversation {
+    let chat = new_chat(service).await;
+    service
+        .append_user(&scope(), chat.id, question)
+        .await
+        .unwrap();
+    service
+        .append_assistant(&scope(), chat.id, answer)
+        .await
+        .unwrap();
+    service.wait_for_titles().await;
+    service.get(&scope(), chat.id).await.unwrap()
+}
+
 // ---------------------------------------------------------------------------
 // Title lifecycle
 
@@ -171,10 +193,7 @@ async fn first_user_message_titles_at_once_and_the_reply_brings_a_generated_titl
         .times(1)
         .returning(|_| Ok("Orders table size".to_owned()));
     let service = Conversations::new(memory()).with_title_generator(Arc::new(titles));
-    let chat = service
-        .create(&scope(), NewConversation::new())
-        .await
-        .unwrap();
+    let chat = new_chat(&service).await;
     assert_eq!(chat.title, None);
 
     let asked = service
@@ -212,10 +231,7 @@ async fn a_failing_generator_keeps_the_heuristic_title_and_never_fails_the_appen
         .times(1)
         .returning(|_| Err(Error::unavailable("rate limited", "429")));
     let service = Conversations::new(memory()).with_title_generator(Arc::new(titles));
-    let chat = service
-        .create(&scope(), NewConversation::new())
-        .await
-        .unwrap();
+    let chat = new_chat(&service).await;
     service
         .append_user(&scope(), chat.id, "Slow query on users")
         .await
@@ -237,10 +253,7 @@ async fn a_hanging_generator_times_out_and_keeps_the_heuristic_title() {
     let service = Conversations::new(memory())
         .with_title_generator(Arc::new(Hanging))
         .with_title_timeout(Duration::from_secs(5));
-    let chat = service
-        .create(&scope(), NewConversation::new())
-        .await
-        .unwrap();
+    let chat = new_chat(&service).await;
     service
         .append_user(&scope(), chat.id, "Vacuum schedule")
         .await
@@ -280,20 +293,7 @@ async fn hostile_generator_output_is_stored_as_one_clean_line() {
         Ok(answer)
     });
     let service = Conversations::new(memory()).with_title_generator(Arc::new(titles));
-    let chat = service
-        .create(&scope(), NewConversation::new())
-        .await
-        .unwrap();
-    service
-        .append_user(&scope(), chat.id, "dashboard")
-        .await
-        .unwrap();
-    service
-        .append_assistant(&scope(), chat.id, "ok")
-        .await
-        .unwrap();
-    service.wait_for_titles().await;
-    let chat = service.get(&scope(), chat.id).await.unwrap();
+    let chat = asked_and_answered(&service, "dashboard", "ok").await;
     assert_eq!(chat.title.as_deref(), Some("Sales dashboard"));
     assert_eq!(chat.title_source, TitleSource::Generated);
 
@@ -302,26 +302,9 @@ async fn hostile_generator_output_is_stored_as_one_clean_line() {
         .expect_generate_title()
         .returning(|_| Ok("  \n<br/>\n\"\"  ".to_owned()));
     let service = Conversations::new(memory()).with_title_generator(Arc::new(empty));
-    let chat = service
-        .create(&scope(), NewConversation::new())
-        .await
-        .unwrap();
-    service
-        .append_user(&scope(), chat.id, "kept")
-        .await
-        .unwrap();
-    service
-        .append_assistant(&scope(), chat.id, "ok")
-        .await
-        .unwrap();
-    service.wait_for_titles().await;
+    let chat = asked_and_answered(&service, "kept", "ok").await;
     assert_eq!(
-        service
-            .get(&scope(), chat.id)
-            .await
-            .unwrap()
-            .title
-            .as_deref(),
+        chat.title.as_deref(),
         Some("kept"),
         "an empty answer keeps the heuristic title"
     );
@@ -349,10 +332,7 @@ async fn a_user_rename_during_generation_wins() {
     }
     let gated = Gated(std::sync::Mutex::new(Some(released)));
     let service = Conversations::new(memory()).with_title_generator(Arc::new(gated));
-    let chat = service
-        .create(&scope(), NewConversation::new())
-        .await
-        .unwrap();
+    let chat = new_chat(&service).await;
     service
         .append_user(&scope(), chat.id, "question")
         .await
@@ -379,10 +359,7 @@ async fn concurrent_replies_generate_the_title_once() {
         Ok("Once".to_owned())
     });
     let service = Conversations::new(memory()).with_title_generator(Arc::new(titles));
-    let chat = service
-        .create(&scope(), NewConversation::new())
-        .await
-        .unwrap();
+    let chat = new_chat(&service).await;
     service.append_user(&scope(), chat.id, "q").await.unwrap();
     let replies = (0..8).map(|i| {
         let service = service.clone();
@@ -545,10 +522,7 @@ async fn a_store_failing_on_the_reply_write_reports_it_and_keeps_the_user_messag
     }
     let service = Conversations::new(Arc::new(FailAssistantAppends(MemoryStore::new())));
     let model: Arc<dyn ChatModel> = ScriptedModel::new(vec![delta("fine"), finished()]);
-    let chat = service
-        .create(&scope(), NewConversation::new())
-        .await
-        .unwrap();
+    let chat = new_chat(&service).await;
     let reply = service
         .reply(&model, &scope(), chat.id, NewMessage::user("q"), vec![])
         .await
@@ -567,10 +541,7 @@ async fn a_store_failing_on_the_reply_write_reports_it_and_keeps_the_user_messag
 #[tokio::test]
 async fn context_is_the_last_twenty_and_never_splits_a_tool_call() {
     let service = Conversations::new(memory());
-    let chat = service
-        .create(&scope(), NewConversation::new())
-        .await
-        .unwrap();
+    let chat = new_chat(&service).await;
     let mut batch: Vec<NewMessage> = (0..30)
         .map(|i| {
             if i % 2 == 0 {
@@ -606,10 +577,7 @@ async fn context_is_the_last_twenty_and_never_splits_a_tool_call() {
     assert!(context[1..].iter().all(|m| m.role == Role::Tool));
 
     let small = Conversations::new(memory()).with_context_policy(ContextPolicy::new(3).unwrap());
-    let chat = small
-        .create(&scope(), NewConversation::new())
-        .await
-        .unwrap();
+    let chat = new_chat(&small).await;
     small
         .append(
             &scope(),
@@ -642,10 +610,7 @@ async fn context_is_the_last_twenty_and_never_splits_a_tool_call() {
 #[tokio::test]
 async fn open_returns_the_conversation_and_its_newest_page() {
     let service = Conversations::new(memory()).with_open_page_size(10);
-    let chat = service
-        .create(&scope(), NewConversation::new())
-        .await
-        .unwrap();
+    let chat = new_chat(&service).await;
     let batch = (0..25).map(|i| NewMessage::user(format!("m{i}"))).collect();
     service.append(&scope(), chat.id, batch).await.unwrap();
     let open = service.open(&scope(), chat.id).await.unwrap();
@@ -683,10 +648,7 @@ async fn a_reply_streams_then_stores_the_assistant_message_and_titles() {
         }),
     ]);
     let model: Arc<dyn ChatModel> = scripted.clone();
-    let chat = service
-        .create(&scope(), NewConversation::new())
-        .await
-        .unwrap();
+    let chat = new_chat(&service).await;
     service
         .append(
             &scope(),
@@ -758,10 +720,7 @@ async fn a_failed_or_cut_off_reply_stores_nothing_of_it() {
     ];
     for (case, scripted) in cases {
         let model: Arc<dyn ChatModel> = scripted;
-        let chat = service
-            .create(&scope(), NewConversation::new())
-            .await
-            .unwrap();
+        let chat = new_chat(&service).await;
         let reply = service
             .reply(&model, &scope(), chat.id, NewMessage::user("q"), vec![])
             .await
@@ -789,10 +748,7 @@ async fn a_failed_or_cut_off_reply_stores_nothing_of_it() {
 async fn dropping_the_reply_stream_cancels_it_and_stores_nothing() {
     let service = Conversations::new(memory());
     let model: Arc<dyn ChatModel> = ScriptedModel::hanging(vec![delta("thinking")]);
-    let chat = service
-        .create(&scope(), NewConversation::new())
-        .await
-        .unwrap();
+    let chat = new_chat(&service).await;
     let mut reply = service
         .reply(&model, &scope(), chat.id, NewMessage::user("q"), vec![])
         .await
@@ -834,10 +790,7 @@ async fn a_model_that_refuses_to_start_leaves_the_user_message_stored() {
     }
     let service = Conversations::new(memory());
     let model: Arc<dyn ChatModel> = Arc::new(Refusing);
-    let chat = service
-        .create(&scope(), NewConversation::new())
-        .await
-        .unwrap();
+    let chat = new_chat(&service).await;
     let result = service
         .reply(&model, &scope(), chat.id, NewMessage::user("hello"), vec![])
         .await;
@@ -860,28 +813,12 @@ async fn a_model_that_refuses_to_start_leaves_the_user_message_stored() {
 #[tokio::test]
 async fn without_a_generator_the_heuristic_title_stays_labelled_heuristic() {
     let service = Conversations::new(memory());
-    let chat = service
-        .create(&scope(), NewConversation::new())
-        .await
-        .unwrap();
-    service
-        .append_user(&scope(), chat.id, "Disk usage by table")
-        .await
-        .unwrap();
-    service
-        .append_assistant(&scope(), chat.id, "Here it is.")
-        .await
-        .unwrap();
-    service.wait_for_titles().await;
-    let titled = service.get(&scope(), chat.id).await.unwrap();
+    let titled = asked_and_answered(&service, "Disk usage by table", "Here it is.").await;
     assert_eq!(titled.title.as_deref(), Some("Disk usage by table"));
     assert_eq!(titled.title_source, TitleSource::Heuristic);
 
     // An explicit request sets the heuristic title where there is none yet.
-    let untitled = service
-        .create(&scope(), NewConversation::new())
-        .await
-        .unwrap();
+    let untitled = new_chat(&service).await;
     service
         .append(
             &scope(),
@@ -894,6 +831,6 @@ async fn without_a_generator_the_heuristic_title_stays_labelled_heuristic() {
         service.generate_title(&scope(), untitled.id).await,
         Err(Error::InvalidInput { .. })
     ));
-    let kept = service.generate_title(&scope(), chat.id).await.unwrap();
+    let kept = service.generate_title(&scope(), titled.id).await.unwrap();
     assert!(!kept.applied, "a heuristic title is not replaced by itself");
 }
