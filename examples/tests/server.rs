@@ -112,6 +112,20 @@ fn client() -> reqwest::Client {
         .unwrap()
 }
 
+/// Creates a conversation in `scope` through `server`; its id.
+async fn create_conversation(http: &reqwest::Client, server: &Server, scope: &str) -> String {
+    let created: Value = http
+        .post(server.api(&format!("/{scope}/conversations")))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    created["id"].as_str().unwrap().to_owned()
+}
+
 #[tokio::test]
 async fn starts_in_a_fresh_directory_serves_the_api_and_stops_cleanly_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
@@ -151,16 +165,7 @@ async fn starts_in_a_fresh_directory_serves_the_api_and_stops_cleanly_on_sigterm
     );
 
     // A conversation and a streamed offline reply, stored.
-    let created: Value = http
-        .post(server.api("/smoke/conversations"))
-        .json(&json!({}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let id = created["id"].as_str().unwrap().to_owned();
+    let id = create_conversation(&http, &server, "smoke").await;
     let stream = http
         .post(server.api(&format!("/smoke/conversations/{id}/reply")))
         .json(&json!({"content": "persist me"}))
@@ -382,16 +387,7 @@ async fn several_server_processes_share_one_postgres_database() {
 
     let mut chats = Vec::new();
     for _ in 0..2 {
-        let created: Value = http
-            .post(first.api("/shared/conversations"))
-            .json(&json!({}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        chats.push(created["id"].as_str().unwrap().to_owned());
+        chats.push(create_conversation(&http, &first, "shared").await);
     }
 
     let progress = Arc::new(AtomicUsize::new(0));
