@@ -171,6 +171,22 @@ impl ConversationQuery {
         Ok(Some(cursor))
     }
 
+    /// The page of `rows`, read in list order with one row more than the page size
+    /// (as SQL stores read them, to learn whether another page follows): the first
+    /// `page_size` rows, and a cursor after the last of them when a row was left over.
+    pub fn page_from(&self, mut rows: Vec<Conversation>, page_size: usize) -> Page<Conversation> {
+        let more = rows.len() > page_size;
+        rows.truncate(page_size);
+        let next_cursor = match rows.last() {
+            Some(last) if more => Some(self.cursor_after(last)),
+            _ => None,
+        };
+        Page {
+            items: rows,
+            next_cursor,
+        }
+    }
+
     /// The cursor that continues after `last`, the final row of a page of this query.
     pub fn cursor_after(&self, last: &Conversation) -> String {
         ListCursor {

@@ -866,18 +866,11 @@ impl Store for PostgresStore {
             .fetch_all(&self.pool)
             .await
             .map_err(op("list conversations"))?;
-        let mut items = found
+        let items = found
             .iter()
             .map(rows::conversation)
             .collect::<Result<Vec<_>>>()?;
-        let more = items.len() > limit;
-        items.truncate(limit);
-        let next_cursor = if more {
-            items.last().map(|last| query.cursor_after(last))
-        } else {
-            None
-        };
-        Ok(Page { items, next_cursor })
+        Ok(query.page_from(items, limit))
     }
 
     async fn update_conversation(

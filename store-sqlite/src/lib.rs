@@ -442,13 +442,7 @@ impl Store for SqliteStore {
         let mut items = conversations_from_page(&page, scope)?;
         // In list order whatever order SQLite fed its aggregate.
         items.sort_unstable_by(|a, b| query.list_order(a, b));
-        let more = items.len() > limit;
-        items.truncate(limit);
-        let next_cursor = match items.last() {
-            Some(last) if more => Some(query.cursor_after(last)),
-            _ => None,
-        };
-        Ok(Page { items, next_cursor })
+        Ok(query.page_from(items, limit))
     }
 
     async fn update_conversation(
