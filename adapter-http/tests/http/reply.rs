@@ -20,6 +20,21 @@ fn reply_path(scope: &str, id: impl std::fmt::Display) -> String {
     format!("/{scope}/conversations/{id}/reply")
 }
 
+/// Asks for a reply to `content` and reads the whole event stream.
+async fn reply_events(
+    app: &TestApp,
+    scope: &str,
+    id: impl std::fmt::Display,
+    content: &str,
+) -> Vec<SseEvent> {
+    app.send(TestRequest::post(
+        reply_path(scope, id),
+        json!({ "content": content }),
+    ))
+    .await
+    .events()
+}
+
 #[tokio::test]
 async fn a_reply_streams_deltas_and_tool_calls_then_is_stored_and_titled() {
     let app = TestApp::new();
@@ -103,13 +118,7 @@ async fn a_user_title_is_not_regenerated_after_a_reply() {
     let id = app.conversation("db-1").await.id;
     app.service.rename(&scope, id, "Mine").await.unwrap();
     app.model.push(Script::steps(vec![delta("Hi"), finished()]));
-    let events = app
-        .send(TestRequest::post(
-            reply_path("db-1", id),
-            json!({"content": "hello"}),
-        ))
-        .await
-        .events();
+    let events = reply_events(&app, "db-1", id, "hello").await;
     assert_eq!(names(&events), ["message", "delta", "done"]);
     app.service.wait_for_titles().await;
     assert_eq!(*app.titles.calls.lock().unwrap(), 0);
@@ -127,13 +136,7 @@ async fn a_model_failing_mid_stream_gives_an_error_event_and_stores_no_reply() {
             "connection reset by the provider",
         )),
     ]));
-    let events = app
-        .send(TestRequest::post(
-            reply_path("db-1", id),
-            json!({"content": "hello"}),
-        ))
-        .await
-        .events();
+    let events = reply_events(&app, "db-1", id, "hello").await;
     assert_eq!(names(&events), ["message", "delta", "error"]);
     let problem = &events[2].data;
     assert_eq!(problem["status"], 503);
@@ -160,13 +163,7 @@ async fn a_backend_fault_mid_stream_is_an_opaque_500_event() {
         "provider answered garbage",
         "secret internal detail",
     ))]));
-    let events = app
-        .send(TestRequest::post(
-            reply_path("db-1", id),
-            json!({"content": "hello"}),
-        ))
-        .await
-        .events();
+    let events = reply_events(&app, "db-1", id, "hello").await;
     assert_eq!(names(&events), ["message", "error"]);
     assert_eq!(events[1].data["status"], 500);
     assert_eq!(events[1].data["code"], "internal_error");
@@ -183,13 +180,7 @@ async fn a_stream_cut_off_before_finishing_is_an_error_and_stores_no_reply() {
     let app = TestApp::new();
     let id = app.conversation("db-1").await.id;
     app.model.push(Script::steps(vec![delta("half a thou")]));
-    let events = app
-        .send(TestRequest::post(
-            reply_path("db-1", id),
-            json!({"content": "hello"}),
-        ))
-        .await
-        .events();
+    let events = reply_events(&app, "db-1", id, "hello").await;
     assert_eq!(names(&events), ["message", "delta", "error"]);
     assert_eq!(events[2].data["code"], "unavailable");
     assert_eq!(app.messages("db-1", id).await.len(), 1);

@@ -331,35 +331,26 @@ async fn messages_append_one_or_a_batch_idempotently_and_page() {
         .send(TestRequest::get(format!("{path}?limit=2")))
         .await
         .expect(StatusCode::OK);
-    let seqs: Vec<_> = page["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["seq"].as_u64().unwrap())
-        .collect();
-    assert_eq!((seqs, page["hasMore"].clone()), (vec![3, 4], json!(true)));
+    assert_eq!(
+        (seqs_of(&page), page["hasMore"].clone()),
+        (vec![3, 4], json!(true))
+    );
     let page = app
         .send(TestRequest::get(format!("{path}?before=3&limit=5")))
         .await
         .expect(StatusCode::OK);
-    let seqs: Vec<_> = page["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["seq"].as_u64().unwrap())
-        .collect();
-    assert_eq!((seqs, page["hasMore"].clone()), (vec![1, 2], json!(false)));
+    assert_eq!(
+        (seqs_of(&page), page["hasMore"].clone()),
+        (vec![1, 2], json!(false))
+    );
     let page = app
         .send(TestRequest::get(format!("{path}?after=1&limit=2")))
         .await
         .expect(StatusCode::OK);
-    let seqs: Vec<_> = page["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["seq"].as_u64().unwrap())
-        .collect();
-    assert_eq!((seqs, page["hasMore"].clone()), (vec![2, 3], json!(true)));
+    assert_eq!(
+        (seqs_of(&page), page["hasMore"].clone()),
+        (vec![2, 3], json!(true))
+    );
 }
 
 #[tokio::test]
@@ -460,4 +451,14 @@ async fn openapi_json_is_served_with_the_mount_prefix_as_server() {
         document["paths"],
         serde_json::to_value(conversation_adapter_http::openapi()).unwrap()["paths"]
     );
+}
+
+/// The `seq`s of a page of messages.
+fn seqs_of(page: &serde_json::Value) -> Vec<u64> {
+    page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["seq"].as_u64().unwrap())
+        .collect()
 }

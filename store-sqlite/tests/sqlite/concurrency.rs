@@ -17,6 +17,26 @@ fn scope() -> Scope {
 }
 
 /// Seqs 1..=n with no gap, read back through the store.
+/// `n` tasks appending one message each to `id`, all started at once.
+fn spawn_appends(
+    store: &Arc<SqliteStore>,
+    scope: &Scope,
+    id: ConversationId,
+    n: usize,
+) -> Vec<tokio::task::JoinHandle<conversation_core::Result<conversation_core::Appended>>> {
+    (0..n)
+        .map(|i| {
+            let store = Arc::clone(store);
+            let scope = scope.clone();
+            tokio::spawn(async move {
+                store
+                    .append_messages(&scope, id, vec![NewMessage::user(format!("{i}"))], None)
+                    .await
+            })
+        })
+        .collect()
+}
+
 async fn assert_gap_free(store: &SqliteStore, scope: &Scope, id: ConversationId) -> u64 {
     let conversation = store.get_conversation(scope, id).await.unwrap();
     let mut seqs = Vec::new();
@@ -197,21 +217,7 @@ async fn dropped_callers_do_not_wedge_the_writer() {
         .create_conversation(&scope, NewConversation::new())
         .await
         .unwrap();
-    let mut tasks = Vec::new();
-    for i in 0..40 {
-        let store = Arc::clone(&store);
-        let scope = scope.clone();
-        tasks.push(tokio::spawn(async move {
-            store
-                .append_messages(
-                    &scope,
-                    chat.id,
-                    vec![NewMessage::user(format!("{i}"))],
-                    None,
-                )
-                .await
-        }));
-    }
+    let tasks = spawn_appends(&store, &scope, chat.id, 40);
     for task in &tasks {
         task.abort();
     }
@@ -252,21 +258,7 @@ async fn close_finishes_queued_writes_then_refuses() {
         .create_conversation(&scope, NewConversation::new())
         .await
         .unwrap();
-    let mut tasks = Vec::new();
-    for i in 0..20 {
-        let store = Arc::clone(&store);
-        let scope = scope.clone();
-        tasks.push(tokio::spawn(async move {
-            store
-                .append_messages(
-                    &scope,
-                    chat.id,
-                    vec![NewMessage::user(format!("{i}"))],
-                    None,
-                )
-                .await
-        }));
-    }
+    let tasks = spawn_appends(&store, &scope, chat.id, 20);
     tokio::task::yield_now().await;
     store.close().await;
     store.close().await; // twice is fine
