@@ -72,7 +72,8 @@
 //! ([`Conversations::reply`](conversation_core::Conversations::reply)): a model
 //! failure or a client that disconnects leaves the user's message and nothing of the
 //! reply. No timeout cuts a running stream; [`HttpLimits::reply_start_timeout`] bounds
-//! only the time until it starts. Without a model ([`ApiState::with_model`]) the route
+//! only the time until it starts. Without a model
+//! ([`ConversationsBuilder::chat_model`](conversation_core::ConversationsBuilder::chat_model)) the route
 //! answers 501.
 //!
 //! The crate emits `tracing` spans and events (tower-http's request tracing included)

@@ -1,7 +1,6 @@
 //! The handlers, each documented for OpenAPI next to its code.
 
 use std::convert::Infallible;
-use std::sync::Arc;
 
 use axum::extract::{FromRequestParts, OriginalUri, Query, State};
 use axum::http::request::Parts;
@@ -10,9 +9,9 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::{Json, http::HeaderName};
 use conversation_core::{
-    ArchivedFilter, ChatModel, Conversation, ConversationId, ConversationPatch, ConversationQuery,
-    Error, MessagePage, MessageQuery, NewConversation, NewMessage, ReplyEvent, ReplyProgress,
-    Scope, StreamingReply,
+    ArchivedFilter, Conversation, ConversationId, ConversationPatch, ConversationQuery, Error,
+    MessagePage, MessageQuery, NewConversation, NewMessage, ReplyEvent, ReplyProgress, Scope,
+    StreamingReply,
 };
 use futures::{StreamExt as _, stream};
 use serde::Deserialize;
@@ -571,20 +570,21 @@ async fn generate_title(
     Ok(Json(outcome.into()))
 }
 
-/// The chat model, or 501.
-pub(crate) struct RequireModel(Arc<dyn ChatModel>);
+/// Refuses with 501 when the service has no chat model.
+pub(crate) struct RequireModel;
 
 impl FromRequestParts<AppState> for RequireModel {
     type Rejection = ApiError;
 
     async fn from_request_parts(_: &mut Parts, app: &AppState) -> Result<Self, ApiError> {
-        app.api.model.clone().map(Self).ok_or_else(|| {
-            ApiError::new(
+        match app.api.service.chat_model() {
+            Some(_) => Ok(Self),
+            None => Err(ApiError::new(
                 StatusCode::NOT_IMPLEMENTED,
                 "model_not_configured",
                 "this server has no chat model configured",
-            )
-        })
+            )),
+        }
     }
 }
 
@@ -628,14 +628,13 @@ async fn reply(
     State(app): State<AppState>,
     ScopeAccess(scope): ScopeAccess,
     ConversationParam(id): ConversationParam,
-    RequireModel(model): RequireModel,
+    _: RequireModel,
     JsonBody(request): JsonBody<ReplyRequest>,
 ) -> Result<Response, ApiError> {
     let (message, tools) = request.into_parts();
     let service = app.api.service.clone();
     let StreamingReply { user, events } =
-        to_completion(async move { service.reply(&model, &scope, id, message, tools).await })
-            .await?;
+        to_completion(async move { service.reply(&scope, id, message, tools).await }).await?;
     let first = match StoredMessage::from_appended(user) {
         Some(stored) => ReplyStreamEvent::Message(stored),
         None => ReplyStreamEvent::Error(Problem::internal()),

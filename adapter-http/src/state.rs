@@ -4,7 +4,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use conversation_core::{ChatModel, Conversations};
+use conversation_core::Conversations;
 
 use crate::{OpenAccess, ScopeAuthorizer};
 
@@ -67,8 +67,8 @@ impl HttpLimits {
 }
 
 /// Everything the router needs: the [`Conversations`] service (which holds the store,
-/// the title generator and the context policy), an optional [`ChatModel`] for
-/// `reply`, the [`ScopeAuthorizer`] and the [`HttpLimits`].
+/// the title generator, the optional chat model for `reply` and the context policy),
+/// the [`ScopeAuthorizer`] and the [`HttpLimits`].
 ///
 /// Cheap to clone.
 ///
@@ -84,7 +84,6 @@ impl HttpLimits {
 #[derive(Clone)]
 pub struct ApiState {
     pub(crate) service: Conversations,
-    pub(crate) model: Option<Arc<dyn ChatModel>>,
     pub(crate) authorizer: Arc<dyn ScopeAuthorizer>,
     pub(crate) limits: HttpLimits,
 }
@@ -93,7 +92,6 @@ impl fmt::Debug for ApiState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ApiState")
             .field("service", &self.service)
-            .field("model", &self.model)
             .field("authorizer", &self.authorizer)
             .field("limits", &self.limits)
             .finish()
@@ -101,21 +99,15 @@ impl fmt::Debug for ApiState {
 }
 
 impl ApiState {
-    /// State over `service`, with no chat model (`reply` answers `501`), open access
-    /// for every scope ([`OpenAccess`]) and default limits.
+    /// State over `service`, with open access for every scope ([`OpenAccess`]) and
+    /// default limits. `reply` answers `501` unless the service was built with a chat
+    /// model ([`ConversationsBuilder::chat_model`](conversation_core::ConversationsBuilder::chat_model)).
     pub fn new(service: Conversations) -> Self {
         Self {
             service,
-            model: None,
             authorizer: Arc::new(OpenAccess),
             limits: HttpLimits::default(),
         }
-    }
-
-    /// Streams replies from `model`.
-    pub fn with_model(mut self, model: Arc<dyn ChatModel>) -> Self {
-        self.model = Some(model);
-        self
     }
 
     /// Lets `authorizer` decide who may use which scope.

@@ -48,7 +48,9 @@ fn benches(c: &mut Criterion) {
         }
         (middle.unwrap(), chat)
     });
-    let service = Conversations::new(Arc::clone(&store) as Arc<dyn Store>).with_open_page_size(20);
+    let service = Conversations::builder(Arc::clone(&store) as Arc<dyn Store>)
+        .open_page_size(20)
+        .build();
     let first = ConversationQuery::new();
 
     let mut group = c.benchmark_group("memory");

@@ -482,7 +482,9 @@ impl<'a> Runner<'a> {
             [short, long, ..] => (*short, *long),
             _ => return Err(Error::harness("B: the conversations were not seeded")),
         };
-        let service = Conversations::new(Arc::clone(&store)).with_open_page_size(20);
+        let service = Conversations::builder(Arc::clone(&store))
+            .open_page_size(20)
+            .build();
         self.measure(
             "B",
             "switch@500",
@@ -675,7 +677,9 @@ impl<'a> Runner<'a> {
                 }
             }),
         )?;
-        let service = Conversations::new(Arc::clone(&store)).with_open_page_size(20);
+        let service = Conversations::builder(Arc::clone(&store))
+            .open_page_size(20)
+            .build();
         self.measure(
             "D",
             "switch@D",
@@ -759,8 +763,9 @@ impl<'a> Runner<'a> {
             let started = Instant::now();
             self.rt.block_on(async {
                 let store = target.reopen().await?;
-                let open = Conversations::new(store)
-                    .with_open_page_size(20)
+                let open = Conversations::builder(store)
+                    .open_page_size(20)
+                    .build()
                     .open(scope, *id)
                     .await?;
                 expect("reopen+switch", open.messages.items.len(), 20)

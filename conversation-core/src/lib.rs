@@ -52,7 +52,9 @@ pub use query::{
     MAX_RECENT_MESSAGES, MAX_TITLE_FILTER_CHARS, MessagePage, MessageQuery, MessageRange, Page,
 };
 pub use scope::Scope;
-pub use service::{Conversations, OpenConversation, ReplyProgress, StreamingReply};
+pub use service::{
+    Conversations, ConversationsBuilder, OpenConversation, ReplyProgress, StreamingReply,
+};
 pub use store::{Appended, Store, TitleOutcome, automatic_title_applies, check_expected_version};
 pub use title::{AUTOMATIC_TITLE_MAX_CHARS, HeuristicTitles, TitleGenerator, sanitize_title};
 pub use window::{ApproxTokenCounter, ContextPolicy, TokenCounter};

@@ -65,7 +65,7 @@ impl std::fmt::Debug for StreamingReply {
 /// # Title lifecycle
 /// The first user message gives a *heuristic* title at once (so the sidebar never
 /// shows an empty "New chat"). When a [`TitleGenerator`] is configured
-/// ([`Self::with_title_generator`]), an append that holds an assistant message, while
+/// ([`ConversationsBuilder::title_generator`]), an append that holds an assistant message, while
 /// the title is still missing or heuristic, starts it in the background under a
 /// timeout; its answer, sanitised, replaces the heuristic title (*generated*). A title
 /// the user set is final. A failing, hanging or useless generator is logged with
@@ -95,6 +95,8 @@ struct Inner {
     store: Arc<dyn Store>,
     /// `None`: heuristic titles only.
     titles: Option<Arc<dyn TitleGenerator>>,
+    /// `None`: [`Conversations::reply`] is refused.
+    model: Option<Arc<dyn ChatModel>>,
     policy: ContextPolicy,
     title_timeout: Duration,
     open_page_size: u32,
@@ -102,60 +104,104 @@ struct Inner {
     titling: Mutex<HashSet<ConversationId>>,
 }
 
-impl Conversations {
-    /// How long a background title generation may take unless configured otherwise.
-    pub const DEFAULT_TITLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Builds a [`Conversations`] service: [`Conversations::builder`].
+///
+/// ```
+/// # use std::sync::Arc;
+/// # use conversation_core::{ContextPolicy, Conversations, Store, TitleGenerator};
+/// # fn demo(store: Arc<dyn Store>, titles: Arc<dyn TitleGenerator>) -> conversation_core::Result<()> {
+/// let service = Conversations::builder(store)
+///     .title_generator(titles)
+///     .context_policy(ContextPolicy::new(40)?)
+///     .build();
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+#[must_use = "a builder does nothing until `build` is called"]
+pub struct ConversationsBuilder {
+    store: Arc<dyn Store>,
+    titles: Option<Arc<dyn TitleGenerator>>,
+    model: Option<Arc<dyn ChatModel>>,
+    policy: ContextPolicy,
+    title_timeout: Duration,
+    open_page_size: u32,
+}
 
-    /// A service over `store` with heuristic titles only (no generator) and the
-    /// default context policy (20 messages).
-    pub fn new(store: Arc<dyn Store>) -> Self {
-        Self {
+impl ConversationsBuilder {
+    /// Writes titles with `titles` after the first reply (default: heuristic titles
+    /// only).
+    pub fn title_generator(mut self, titles: Arc<dyn TitleGenerator>) -> Self {
+        self.titles = Some(titles);
+        self
+    }
+
+    /// Answers [`Conversations::reply`] with `model` (default: none, and `reply` is
+    /// refused).
+    pub fn chat_model(mut self, model: Arc<dyn ChatModel>) -> Self {
+        self.model = Some(model);
+        self
+    }
+
+    /// Chooses the context window with `policy` (default: the newest 20 messages).
+    pub fn context_policy(mut self, policy: ContextPolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// Bounds each title generation (default [`Conversations::DEFAULT_TITLE_TIMEOUT`]).
+    pub fn title_timeout(mut self, timeout: Duration) -> Self {
+        self.title_timeout = timeout;
+        self
+    }
+
+    /// How many messages [`Conversations::open`] returns (default 50, at most 200).
+    pub fn open_page_size(mut self, size: u32) -> Self {
+        self.open_page_size = size.clamp(1, crate::MAX_PAGE_SIZE as u32);
+        self
+    }
+
+    /// The service.
+    pub fn build(self) -> Conversations {
+        Conversations {
             inner: Arc::new(Inner {
-                store,
-                titles: None,
-                policy: ContextPolicy::default(),
-                title_timeout: Self::DEFAULT_TITLE_TIMEOUT,
-                open_page_size: crate::DEFAULT_PAGE_SIZE as u32,
+                store: self.store,
+                titles: self.titles,
+                model: self.model,
+                policy: self.policy,
+                title_timeout: self.title_timeout,
+                open_page_size: self.open_page_size,
                 tasks: TaskTracker::new(),
                 titling: Mutex::new(HashSet::new()),
             }),
         }
     }
+}
 
-    fn configure(self, change: impl FnOnce(&mut Inner)) -> Self {
-        let mut inner = Arc::try_unwrap(self.inner).unwrap_or_else(|shared| Inner {
-            store: shared.store.clone(),
-            titles: shared.titles.clone(),
-            policy: shared.policy.clone(),
-            title_timeout: shared.title_timeout,
-            open_page_size: shared.open_page_size,
-            tasks: TaskTracker::new(),
-            titling: Mutex::new(HashSet::new()),
-        });
-        change(&mut inner);
-        Self {
-            inner: Arc::new(inner),
+impl Conversations {
+    /// How long a background title generation may take unless configured otherwise.
+    pub const DEFAULT_TITLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+    /// A service over `store` with heuristic titles only, no chat model and the
+    /// default context policy: `Conversations::builder(store).build()`.
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        Self::builder(store).build()
+    }
+
+    /// Starts building a service over `store`.
+    pub fn builder(store: Arc<dyn Store>) -> ConversationsBuilder {
+        ConversationsBuilder {
+            store,
+            titles: None,
+            model: None,
+            policy: ContextPolicy::default(),
+            title_timeout: Self::DEFAULT_TITLE_TIMEOUT,
+            open_page_size: crate::DEFAULT_PAGE_SIZE as u32,
         }
     }
 
-    /// Uses `titles` to write titles after the first reply.
-    pub fn with_title_generator(self, titles: Arc<dyn TitleGenerator>) -> Self {
-        self.configure(|inner| inner.titles = Some(titles))
-    }
-
-    /// Uses `policy` to choose the context window.
-    pub fn with_context_policy(self, policy: ContextPolicy) -> Self {
-        self.configure(|inner| inner.policy = policy)
-    }
-
-    /// Bounds each title generation (default [`Self::DEFAULT_TITLE_TIMEOUT`]).
-    pub fn with_title_timeout(self, timeout: Duration) -> Self {
-        self.configure(|inner| inner.title_timeout = timeout)
-    }
-
-    /// How many messages [`Self::open`] returns (default 50, at most 200).
-    pub fn with_open_page_size(self, size: u32) -> Self {
-        self.configure(|inner| inner.open_page_size = size.clamp(1, crate::MAX_PAGE_SIZE as u32))
+    /// The chat model [`Self::reply`] uses, if one was configured.
+    pub fn chat_model(&self) -> Option<&Arc<dyn ChatModel>> {
+        self.inner.model.as_ref()
     }
 
     /// The store underneath.
@@ -460,12 +506,24 @@ impl Conversations {
     }
 
     /// Waits until every background title generation started so far has finished
-    /// (for graceful shutdown, and for tests).
+    /// (for tests, and hosts that must know a title is written).
     pub async fn wait_for_titles(&self) {
         let tasks = &self.inner.tasks;
         tasks.close();
         tasks.wait().await;
         tasks.reopen();
+    }
+
+    /// Stops the service for good: waits for background title generations (each is
+    /// bounded by the title timeout), then closes the store ([`Store::close`]), so
+    /// that what was acknowledged is on disk and connections are closed. Afterwards,
+    /// calls on this service or its clones get what the closed store answers
+    /// ([`Error::Unavailable`] from the SQL stores). Calling it again does nothing
+    /// more.
+    pub async fn shutdown(&self) {
+        self.inner.tasks.close();
+        self.inner.tasks.wait().await;
+        self.inner.store.close().await;
     }
 
     fn spawn_title_generation(&self, scope: Scope, id: ConversationId) {
@@ -513,16 +571,25 @@ impl Conversations {
     /// stores nothing of it. Storing the reply runs the title lifecycle.
     ///
     /// # Errors
-    /// [`Error::InvalidInput`] when `message` is not a user message; the store's
-    /// errors; the model's error when it refuses to start.
+    /// [`Error::InvalidInput`] when `message` is not a user message;
+    /// [`Error::Backend`] when the service has no chat model
+    /// ([`ConversationsBuilder::chat_model`]); the store's errors; the model's error
+    /// when it refuses to start.
     pub async fn reply(
         &self,
-        model: &Arc<dyn ChatModel>,
         scope: &Scope,
         id: ConversationId,
         message: NewMessage,
         tools: Vec<ToolDefinition>,
     ) -> Result<StreamingReply> {
+        let Some(model) = self.inner.model.clone() else {
+            return Err(Error::Backend {
+                message: "no chat model is configured: build the service with \
+                          `Conversations::builder(store).chat_model(model)`"
+                    .to_owned(),
+                source: None,
+            });
+        };
         if message.role != Role::User {
             return Err(Error::invalid(
                 "message.role",

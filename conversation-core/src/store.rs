@@ -135,6 +135,19 @@ pub trait Store: Send + Sync + Debug + 'static {
         title: String,
         source: TitleSource,
     ) -> Result<TitleOutcome>;
+
+    /// Whether the store can serve now: its server reachable, its file still the file
+    /// it opened. [`Error::Unavailable`] says what is wrong. For readiness probes; the
+    /// default answers `Ok`.
+    async fn health(&self) -> Result<()> {
+        Ok(())
+    }
+
+    /// Closes the store: writes already accepted are carried out and made durable,
+    /// connections are closed, and later calls fail with
+    /// [`Error::Unavailable`](crate::Error::Unavailable). Calling it again does
+    /// nothing. The default does nothing, for stores with nothing to close.
+    async fn close(&self) {}
 }
 
 /// Whether an automatic title from `source` may replace a title from `stored`; the
@@ -189,6 +202,12 @@ macro_rules! forward_store {
             }
             async fn set_title_unless_user(&self, scope: &Scope, id: ConversationId, title: String, source: TitleSource) -> Result<TitleOutcome> {
                 (**self).set_title_unless_user(scope, id, title, source).await
+            }
+            async fn health(&self) -> Result<()> {
+                (**self).health().await
+            }
+            async fn close(&self) {
+                (**self).close().await
             }
         }
     )*};

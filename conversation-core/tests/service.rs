@@ -192,7 +192,9 @@ async fn first_user_message_titles_at_once_and_the_reply_brings_a_generated_titl
         })
         .times(1)
         .returning(|_| Ok("Orders table size".to_owned()));
-    let service = Conversations::new(memory()).with_title_generator(Arc::new(titles));
+    let service = Conversations::builder(memory())
+        .title_generator(Arc::new(titles))
+        .build();
     let chat = new_chat(&service).await;
     assert_eq!(chat.title, None);
 
@@ -230,7 +232,9 @@ async fn a_failing_generator_keeps_the_heuristic_title_and_never_fails_the_appen
         .expect_generate_title()
         .times(1)
         .returning(|_| Err(Error::unavailable("rate limited", "429")));
-    let service = Conversations::new(memory()).with_title_generator(Arc::new(titles));
+    let service = Conversations::builder(memory())
+        .title_generator(Arc::new(titles))
+        .build();
     let chat = new_chat(&service).await;
     service
         .append_user(&scope(), chat.id, "Slow query on users")
@@ -250,9 +254,10 @@ async fn a_failing_generator_keeps_the_heuristic_title_and_never_fails_the_appen
 
 #[tokio::test(start_paused = true)]
 async fn a_hanging_generator_times_out_and_keeps_the_heuristic_title() {
-    let service = Conversations::new(memory())
-        .with_title_generator(Arc::new(Hanging))
-        .with_title_timeout(Duration::from_secs(5));
+    let service = Conversations::builder(memory())
+        .title_generator(Arc::new(Hanging))
+        .title_timeout(Duration::from_secs(5))
+        .build();
     let chat = new_chat(&service).await;
     service
         .append_user(&scope(), chat.id, "Vacuum schedule")
@@ -292,7 +297,9 @@ async fn hostile_generator_output_is_stored_as_one_clean_line() {
         answer.push_str(&"<script>alert(1)</script>\u{0}\u{1b}".repeat(400));
         Ok(answer)
     });
-    let service = Conversations::new(memory()).with_title_generator(Arc::new(titles));
+    let service = Conversations::builder(memory())
+        .title_generator(Arc::new(titles))
+        .build();
     let chat = asked_and_answered(&service, "dashboard", "ok").await;
     assert_eq!(chat.title.as_deref(), Some("Sales dashboard"));
     assert_eq!(chat.title_source, TitleSource::Generated);
@@ -301,7 +308,9 @@ async fn hostile_generator_output_is_stored_as_one_clean_line() {
     empty
         .expect_generate_title()
         .returning(|_| Ok("  \n<br/>\n\"\"  ".to_owned()));
-    let service = Conversations::new(memory()).with_title_generator(Arc::new(empty));
+    let service = Conversations::builder(memory())
+        .title_generator(Arc::new(empty))
+        .build();
     let chat = asked_and_answered(&service, "kept", "ok").await;
     assert_eq!(
         chat.title.as_deref(),
@@ -331,7 +340,9 @@ async fn a_user_rename_during_generation_wins() {
         }
     }
     let gated = Gated(std::sync::Mutex::new(Some(released)));
-    let service = Conversations::new(memory()).with_title_generator(Arc::new(gated));
+    let service = Conversations::builder(memory())
+        .title_generator(Arc::new(gated))
+        .build();
     let chat = new_chat(&service).await;
     service
         .append_user(&scope(), chat.id, "question")
@@ -358,7 +369,9 @@ async fn concurrent_replies_generate_the_title_once() {
         counted.fetch_add(1, Ordering::SeqCst);
         Ok("Once".to_owned())
     });
-    let service = Conversations::new(memory()).with_title_generator(Arc::new(titles));
+    let service = Conversations::builder(memory())
+        .title_generator(Arc::new(titles))
+        .build();
     let chat = new_chat(&service).await;
     service.append_user(&scope(), chat.id, "q").await.unwrap();
     let replies = (0..8).map(|i| {
@@ -520,11 +533,13 @@ async fn a_store_failing_on_the_reply_write_reports_it_and_keeps_the_user_messag
             self.0.set_title_unless_user(s, id, t, src).await
         }
     }
-    let service = Conversations::new(Arc::new(FailAssistantAppends(MemoryStore::new())));
     let model: Arc<dyn ChatModel> = ScriptedModel::new(vec![delta("fine"), finished()]);
+    let service = Conversations::builder(Arc::new(FailAssistantAppends(MemoryStore::new())))
+        .chat_model(model)
+        .build();
     let chat = new_chat(&service).await;
     let reply = service
-        .reply(&model, &scope(), chat.id, NewMessage::user("q"), vec![])
+        .reply(&scope(), chat.id, NewMessage::user("q"), vec![])
         .await
         .unwrap();
     let items: Vec<_> = reply.events.collect().await;
@@ -576,7 +591,9 @@ async fn context_is_the_last_twenty_and_never_splits_a_tool_call() {
     assert_eq!(context[0].tool_calls.len(), 25);
     assert!(context[1..].iter().all(|m| m.role == Role::Tool));
 
-    let small = Conversations::new(memory()).with_context_policy(ContextPolicy::new(3).unwrap());
+    let small = Conversations::builder(memory())
+        .context_policy(ContextPolicy::new(3).unwrap())
+        .build();
     let chat = new_chat(&small).await;
     small
         .append(
@@ -609,7 +626,7 @@ async fn context_is_the_last_twenty_and_never_splits_a_tool_call() {
 
 #[tokio::test]
 async fn open_returns_the_conversation_and_its_newest_page() {
-    let service = Conversations::new(memory()).with_open_page_size(10);
+    let service = Conversations::builder(memory()).open_page_size(10).build();
     let chat = new_chat(&service).await;
     let batch = (0..25).map(|i| NewMessage::user(format!("m{i}"))).collect();
     service.append(&scope(), chat.id, batch).await.unwrap();
@@ -632,7 +649,6 @@ async fn a_reply_streams_then_stores_the_assistant_message_and_titles() {
         .expect_generate_title()
         .times(1)
         .returning(|_| Ok("Largest tables".to_owned()));
-    let service = Conversations::new(memory()).with_title_generator(Arc::new(titles));
     let call = ToolCall {
         id: "call_1".into(),
         name: "run_sql".into(),
@@ -648,6 +664,10 @@ async fn a_reply_streams_then_stores_the_assistant_message_and_titles() {
         }),
     ]);
     let model: Arc<dyn ChatModel> = scripted.clone();
+    let service = Conversations::builder(memory())
+        .title_generator(Arc::new(titles))
+        .chat_model(model)
+        .build();
     let chat = new_chat(&service).await;
     service
         .append(
@@ -659,7 +679,6 @@ async fn a_reply_streams_then_stores_the_assistant_message_and_titles() {
         .unwrap();
     let reply = service
         .reply(
-            &model,
             &scope(),
             chat.id,
             NewMessage::user("Largest tables?"),
@@ -705,7 +724,6 @@ async fn a_reply_streams_then_stores_the_assistant_message_and_titles() {
 
 #[tokio::test]
 async fn a_failed_or_cut_off_reply_stores_nothing_of_it() {
-    let service = Conversations::new(memory());
     let cases: Vec<(&str, Arc<ScriptedModel>)> = vec![
         (
             "error mid-stream",
@@ -719,10 +737,12 @@ async fn a_failed_or_cut_off_reply_stores_nothing_of_it() {
         ("stream cut off", ScriptedModel::new(vec![delta("partial")])),
     ];
     for (case, scripted) in cases {
-        let model: Arc<dyn ChatModel> = scripted;
+        let service = Conversations::builder(memory())
+            .chat_model(scripted)
+            .build();
         let chat = new_chat(&service).await;
         let reply = service
-            .reply(&model, &scope(), chat.id, NewMessage::user("q"), vec![])
+            .reply(&scope(), chat.id, NewMessage::user("q"), vec![])
             .await
             .unwrap();
         let items: Vec<_> = reply.events.collect().await;
@@ -746,11 +766,13 @@ async fn a_failed_or_cut_off_reply_stores_nothing_of_it() {
 
 #[tokio::test]
 async fn dropping_the_reply_stream_cancels_it_and_stores_nothing() {
-    let service = Conversations::new(memory());
-    let model: Arc<dyn ChatModel> = ScriptedModel::hanging(vec![delta("thinking")]);
+    let store = memory();
+    let service = Conversations::builder(store.clone())
+        .chat_model(ScriptedModel::hanging(vec![delta("thinking")]))
+        .build();
     let chat = new_chat(&service).await;
     let mut reply = service
-        .reply(&model, &scope(), chat.id, NewMessage::user("q"), vec![])
+        .reply(&scope(), chat.id, NewMessage::user("q"), vec![])
         .await
         .unwrap();
     let first = reply.events.next().await.unwrap().unwrap();
@@ -762,9 +784,11 @@ async fn dropping_the_reply_stream_cancels_it_and_stores_nothing() {
     tokio::time::sleep(Duration::from_millis(20)).await;
     assert_eq!(stored_roles(&service, chat.id).await, vec![Role::User]);
     // The conversation stays usable.
-    let again: Arc<dyn ChatModel> = ScriptedModel::new(vec![delta("ok"), finished()]);
+    let service = Conversations::builder(store)
+        .chat_model(ScriptedModel::new(vec![delta("ok"), finished()]))
+        .build();
     let reply = service
-        .reply(&again, &scope(), chat.id, NewMessage::user("again"), vec![])
+        .reply(&scope(), chat.id, NewMessage::user("again"), vec![])
         .await
         .unwrap();
     let items: Vec<_> = reply.events.collect().await;
@@ -788,23 +812,18 @@ async fn a_model_that_refuses_to_start_leaves_the_user_message_stored() {
             })
         }
     }
-    let service = Conversations::new(memory());
-    let model: Arc<dyn ChatModel> = Arc::new(Refusing);
+    let service = Conversations::builder(memory())
+        .chat_model(Arc::new(Refusing))
+        .build();
     let chat = new_chat(&service).await;
     let result = service
-        .reply(&model, &scope(), chat.id, NewMessage::user("hello"), vec![])
+        .reply(&scope(), chat.id, NewMessage::user("hello"), vec![])
         .await;
     assert!(matches!(result, Err(Error::Backend { .. })));
     assert_eq!(stored_roles(&service, chat.id).await, vec![Role::User]);
     assert!(matches!(
         service
-            .reply(
-                &model,
-                &scope(),
-                chat.id,
-                NewMessage::assistant("x"),
-                vec![]
-            )
+            .reply(&scope(), chat.id, NewMessage::assistant("x"), vec![])
             .await,
         Err(Error::InvalidInput { .. })
     ));
@@ -833,4 +852,42 @@ async fn without_a_generator_the_heuristic_title_stays_labelled_heuristic() {
     ));
     let kept = service.generate_title(&scope(), titled.id).await.unwrap();
     assert!(!kept.applied, "a heuristic title is not replaced by itself");
+}
+
+#[tokio::test]
+async fn a_reply_without_a_configured_model_is_refused_and_stores_nothing() {
+    let service = Conversations::new(memory());
+    let chat = new_chat(&service).await;
+    let refused = service
+        .reply(&scope(), chat.id, NewMessage::user("hello"), vec![])
+        .await;
+    assert!(
+        matches!(&refused, Err(Error::Backend { message, .. }) if message.contains("chat_model")),
+        "{refused:?}"
+    );
+    assert!(stored_roles(&service, chat.id).await.is_empty());
+}
+
+#[tokio::test]
+async fn shutdown_waits_for_pending_titles() {
+    #[derive(Debug)]
+    struct Slow;
+    #[async_trait]
+    impl TitleGenerator for Slow {
+        async fn generate_title(&self, _: &[Message]) -> Result<String> {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            Ok("Written before shutdown returns".to_owned())
+        }
+    }
+    let service = Conversations::builder(memory())
+        .title_generator(Arc::new(Slow))
+        .build();
+    let chat = asked_and_answered(&service, "question", "answer").await;
+    service.shutdown().await;
+    let chat = service.get(&scope(), chat.id).await.unwrap();
+    assert_eq!(
+        chat.title.as_deref(),
+        Some("Written before shutdown returns")
+    );
+    assert_eq!(chat.title_source, TitleSource::Generated);
 }

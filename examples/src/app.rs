@@ -46,70 +46,39 @@ pub enum AppError {
     Model(#[from] OpenAiError),
 }
 
-/// The opened store, kept concrete so that shutdown can close it properly.
-#[derive(Debug, Clone)]
-pub enum StoreHandle {
-    /// A SQLite file.
-    Sqlite(Arc<SqliteStore>),
-    /// A PostgreSQL server.
-    Postgres(Arc<PostgresStore>),
-    /// Memory only.
-    Memory(Arc<MemoryStore>),
-}
-
-impl StoreHandle {
-    /// Opens the store `settings` name.
-    ///
-    /// # Errors
-    /// [`AppError::Store`] when it cannot be opened (unreachable server, a file that is
-    /// not a SQLite database…).
-    pub async fn open(settings: &Settings) -> Result<Self, AppError> {
-        let database = settings.database();
-        let what = match &database {
-            Database::Sqlite(path) => path.display().to_string(),
-            Database::Postgres(_) => "the PostgreSQL server of DATABASE_URL".to_owned(),
-            Database::Memory => "memory".to_owned(),
-        };
-        let opened = match database {
-            Database::Sqlite(path) => SqliteStore::open(&path)
-                .await
-                .map(|store| Self::Sqlite(Arc::new(store))),
-            Database::Postgres(url) => {
-                let mut options = PostgresOptions::new();
-                if let Some(schema) = &settings.database_schema {
-                    options = options.schema(schema.clone());
-                }
-                PostgresStore::connect_with(&url, options)
-                    .await
-                    .map(|store| Self::Postgres(Arc::new(store)))
+/// Opens the store `settings` name.
+///
+/// # Errors
+/// [`AppError::Store`] when it cannot be opened (unreachable server, a file that is
+/// not a SQLite database…).
+pub async fn open_store(settings: &Settings) -> Result<Arc<dyn Store>, AppError> {
+    let database = settings.database();
+    let what = match &database {
+        Database::Sqlite(path) => path.display().to_string(),
+        Database::Postgres(_) => "the PostgreSQL server of DATABASE_URL".to_owned(),
+        Database::Memory => "memory".to_owned(),
+    };
+    let opened: conversation_core::Result<Arc<dyn Store>> = match database {
+        Database::Sqlite(path) => SqliteStore::open(&path)
+            .await
+            .map(|store| Arc::new(store) as Arc<dyn Store>),
+        Database::Postgres(url) => {
+            let mut options = PostgresOptions::new();
+            if let Some(schema) = &settings.database_schema {
+                options = options.schema(schema.clone());
             }
-            Database::Memory => Ok(Self::Memory(Arc::new(MemoryStore::new()))),
-        };
-        let store = opened.map_err(|source| AppError::Store {
-            what: what.clone(),
-            source,
-        })?;
-        info!(store = %what, "store open");
-        Ok(store)
-    }
-
-    /// The store as the service holds it.
-    pub fn as_store(&self) -> Arc<dyn Store> {
-        match self {
-            Self::Sqlite(store) => store.clone(),
-            Self::Postgres(store) => store.clone(),
-            Self::Memory(store) => store.clone(),
+            PostgresStore::connect_with(&url, options)
+                .await
+                .map(|store| Arc::new(store) as Arc<dyn Store>)
         }
-    }
-
-    /// Finishes pending writes and closes connections.
-    pub async fn close(&self) {
-        match self {
-            Self::Sqlite(store) => store.close().await,
-            Self::Postgres(store) => store.pool().close().await,
-            Self::Memory(_) => {}
-        }
-    }
+        Database::Memory => Ok(Arc::new(MemoryStore::new())),
+    };
+    let store = opened.map_err(|source| AppError::Store {
+        what: what.clone(),
+        source,
+    })?;
+    info!(store = %what, "store open");
+    Ok(store)
 }
 
 /// The composed server.
@@ -117,10 +86,8 @@ impl StoreHandle {
 pub struct App {
     /// The HTTP routes: the page at `/`, the API under [`API_PREFIX`].
     pub router: Router,
-    /// The conversation service behind the API.
+    /// The conversation service behind the API (and the store behind it).
     pub service: Conversations,
-    /// The store behind the service.
-    pub store: StoreHandle,
 }
 
 impl App {
@@ -132,8 +99,7 @@ impl App {
     /// # Errors
     /// [`AppError`] when the store cannot be opened or the OpenAI settings are unusable.
     pub async fn build(settings: &Settings) -> Result<Self, AppError> {
-        let store = StoreHandle::open(settings).await?;
-        let mut service = Conversations::new(store.as_store());
+        let mut builder = Conversations::builder(open_store(settings).await?);
         let model: Arc<dyn ChatModel> = match OpenAiConfig::from_env() {
             Ok(config) => {
                 info!(
@@ -143,7 +109,7 @@ impl App {
                 );
                 let model = OpenAiChatModel::new(config)?;
                 let titles: Arc<dyn TitleGenerator> = Arc::new(model.title_generator());
-                service = service.with_title_generator(titles);
+                builder = builder.title_generator(titles);
                 Arc::new(model)
             }
             Err(OpenAiError::Config(reason)) => {
@@ -152,7 +118,8 @@ impl App {
             }
             Err(other) => return Err(other.into()),
         };
-        let api = router(ApiState::new(service.clone()).with_model(model));
+        let service = builder.chat_model(model).build();
+        let api = router(ApiState::new(service.clone()));
         let router = Router::new()
             .route(
                 "/",
@@ -175,17 +142,13 @@ impl App {
                 get(|| async { Redirect::temporary(&format!("{API_PREFIX}/openapi.json")) }),
             )
             .nest(API_PREFIX, api);
-        Ok(Self {
-            router,
-            service,
-            store,
-        })
+        Ok(Self { router, service })
     }
 
-    /// Lets background title generation finish, then closes the store.
+    /// Lets background title generation finish, then closes the store (for SQLite,
+    /// checkpointing its WAL).
     pub async fn shutdown(&self) {
-        self.service.wait_for_titles().await;
-        self.store.close().await;
+        self.service.shutdown().await;
     }
 }
 

@@ -11,7 +11,7 @@ mod app;
 mod offline;
 mod settings;
 
-pub use app::{API_PREFIX, App, AppError, StoreHandle};
+pub use app::{API_PREFIX, App, AppError, open_store};
 pub use offline::OfflineEchoModel;
 pub use settings::{Database, Settings};
 

@@ -27,11 +27,13 @@
 //! // Or explicitly: OpenAiConfig::openai(key, "gpt-4o").
 //! let model = OpenAiChatModel::new(config)?;
 //! let titles = model.title_generator().with_model("gpt-4o-mini");
-//! let service = Conversations::new(store).with_title_generator(Arc::new(titles));
-//! let model: Arc<dyn conversation_core::ChatModel> = Arc::new(model);
-//! // service.reply(&model, &scope, id, NewMessage::user("…"), tools).await? streams
-//! // the reply and stores it once complete.
-//! # let _ = (service, model);
+//! let service = Conversations::builder(store)
+//!     .title_generator(Arc::new(titles))
+//!     .chat_model(Arc::new(model))
+//!     .build();
+//! // service.reply(&scope, id, NewMessage::user("…"), tools).await? streams the
+//! // reply and stores it once complete.
+//! # let _ = service;
 //! # Ok(()) }
 //! ```
 //!

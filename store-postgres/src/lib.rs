@@ -234,6 +234,8 @@ pub struct QueryPlan {
 #[derive(Clone)]
 pub struct PostgresStore {
     pool: PgPool,
+    /// Whether [`Store::close`] closes the pool: only a pool the store opened.
+    owns_pool: bool,
     sql: Arc<Statements>,
     schema: Arc<str>,
     limits: Limits,
@@ -286,7 +288,9 @@ impl PostgresStore {
             .connect_with(connect)
             .await
             .map_err(op("connect to PostgreSQL"))?;
-        Self::from_pool_with(pool, options).await
+        let mut store = Self::from_pool_with(pool, options).await?;
+        store.owns_pool = true;
+        Ok(store)
     }
 
     /// Uses the host's pool, with tables in `public`, migrations run.
@@ -309,6 +313,7 @@ impl PostgresStore {
             sql: Arc::new(Statements::new(&quote_identifier(&schema))),
             schema: schema.into(),
             pool,
+            owns_pool: false,
             limits: options.limits,
         };
         if options.run_migrations {
@@ -963,6 +968,22 @@ impl Store for PostgresStore {
             .set_title_locked(&mut tx, scope, id, title, source)
             .await;
         Self::finish(tx, outcome, "set an automatic title").await
+    }
+
+    async fn health(&self) -> Result<()> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map(|_| ())
+            .map_err(|e| crate::error::convert("checking the server", e))
+    }
+
+    /// Closes the pool the store opened ([`PostgresStore::connect`]); a host's pool
+    /// ([`PostgresStore::from_pool`]) is left open.
+    async fn close(&self) {
+        if self.owns_pool {
+            self.pool.close().await;
+        }
     }
 }
 

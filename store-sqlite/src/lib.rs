@@ -566,4 +566,8 @@ impl Store for SqliteStore {
             other => Err(unexpected(&other)),
         }
     }
+
+    async fn close(&self) {
+        SqliteStore::close(self).await;
+    }
 }

@@ -179,15 +179,16 @@ impl TestApp {
             .store
             .unwrap_or_else(|| Arc::new(MemoryStore::new()) as Arc<dyn Store>);
         let titles = Arc::new(FixedTitles::default());
-        let mut service = Conversations::new(store).with_title_generator(titles.clone());
-        if let Some(policy) = options.policy {
-            service = service.with_context_policy(policy);
-        }
         let model = Arc::new(ScriptedModel::default());
-        let mut state = ApiState::new(service.clone());
-        if !options.no_model {
-            state = state.with_model(model.clone());
+        let mut builder = Conversations::builder(store).title_generator(titles.clone());
+        if let Some(policy) = options.policy {
+            builder = builder.context_policy(policy);
         }
+        if !options.no_model {
+            builder = builder.chat_model(model.clone());
+        }
+        let service = builder.build();
+        let mut state = ApiState::new(service.clone());
         if let Some(limits) = options.limits {
             state = state.with_limits(limits);
         }

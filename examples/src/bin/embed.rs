@@ -28,12 +28,13 @@ async fn main() -> Result<(), Box<dyn Error>> {
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("data/embed-example.db"));
     let store = Arc::new(SqliteStore::open(&path).await?);
-    let mut service = Conversations::new(store.clone());
+    let mut builder = Conversations::builder(store);
     if std::env::var_os("OPENAI_API_KEY").is_some() {
         let titles: Arc<dyn TitleGenerator> =
             Arc::new(OpenAiTitleGenerator::new(OpenAiConfig::from_env()?)?);
-        service = service.with_title_generator(titles);
+        builder = builder.title_generator(titles);
     }
+    let service = builder.build();
     println!("store: {}", path.display());
 
     // One scope per database connection of the host.
@@ -134,7 +135,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
     // Clean up what this run created, so it can run again and again.
     service.delete(&scope, revenue.id).await?;
     service.delete(&scope, tuning.id).await?;
-    service.wait_for_titles().await;
-    store.close().await;
+    // Pending titles are written, then the store is closed (its WAL checkpointed).
+    service.shutdown().await;
     Ok(())
 }
