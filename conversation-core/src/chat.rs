@@ -24,26 +24,39 @@ pub struct ToolDefinition {
 
 /// What the model is asked to continue.
 #[derive(Debug, Clone, Default, PartialEq)]
+#[non_exhaustive]
 pub struct ChatRequest {
     /// The context, chronological (usually the conversation's window, often after a
     /// system message of the host's).
     pub messages: Vec<Message>,
     /// Tools the model may call.
     pub tools: Vec<ToolDefinition>,
+    /// When the reply must have started: every attempt, retry and wait of
+    /// [`ChatModel::stream_reply`] fits before it, and a provider asking to wait past
+    /// it fails at once with [`ModelErrorKind::Timeout`](crate::ModelErrorKind::Timeout)
+    /// or [`ModelErrorKind::RateLimited`](crate::ModelErrorKind::RateLimited) carrying
+    /// its `retry_after`. `None`: the model's own timeouts only.
+    pub start_deadline: Option<tokio::time::Instant>,
 }
 
 impl ChatRequest {
-    /// A request to continue `messages` with no tools.
+    /// A request to continue `messages` with no tools and no deadline.
     pub fn new(messages: Vec<Message>) -> Self {
         Self {
             messages,
-            tools: Vec::new(),
+            ..Self::default()
         }
     }
 
     /// Offers tools to the model.
     pub fn with_tools(mut self, tools: Vec<ToolDefinition>) -> Self {
         self.tools = tools;
+        self
+    }
+
+    /// Sets [`ChatRequest::start_deadline`].
+    pub fn with_start_deadline(mut self, deadline: tokio::time::Instant) -> Self {
+        self.start_deadline = Some(deadline);
         self
     }
 }
@@ -77,9 +90,10 @@ impl FinishReason {
     }
 }
 
-/// Token counts reported by the provider.
+/// Token counts reported by the provider (or summed over many calls).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Usage {
     /// Tokens of the context.
     pub prompt_tokens: u64,
@@ -89,9 +103,20 @@ pub struct Usage {
     pub total_tokens: u64,
 }
 
+impl std::ops::AddAssign for Usage {
+    fn add_assign(&mut self, other: Self) {
+        self.prompt_tokens = self.prompt_tokens.saturating_add(other.prompt_tokens);
+        self.completion_tokens = self
+            .completion_tokens
+            .saturating_add(other.completion_tokens);
+        self.total_tokens = self.total_tokens.saturating_add(other.total_tokens);
+    }
+}
+
 /// One event of a streamed reply.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "camelCase")]
+#[non_exhaustive]
 pub enum ReplyEvent {
     /// More text.
     Delta {
@@ -120,6 +145,11 @@ pub type ReplyStream = BoxStream<'static, Result<ReplyEvent>>;
 /// A stream that fails part way yields an `Err` item; a stream that ends without a
 /// [`ReplyEvent::Finished`] was cut off. Either way the reply is incomplete and must
 /// not be stored as if it were whole; [`ReplyCollector`] enforces that.
+///
+/// Dropping the future or the stream cancels the request upstream at once, retries
+/// included: nothing of a reply outlives the one who asked for it. Provider failures
+/// are [`Error::Model`](crate::Error::Model) with a
+/// [`ModelErrorKind`](crate::ModelErrorKind).
 #[async_trait]
 pub trait ChatModel: Send + Sync + Debug + 'static {
     /// Starts a streamed reply to `request`. Errors before the first event (refused
@@ -193,6 +223,11 @@ impl ReplyCollector {
             });
         }
         match event {
+            // Stores refuse NUL (PostgreSQL cannot hold it): it becomes U+FFFD here, so
+            // whatever a model sends can be stored.
+            ReplyEvent::Delta { text } if text.contains('\0') => {
+                self.content.push_str(&text.replace('\0', "\u{FFFD}"));
+            }
             ReplyEvent::Delta { text } => self.content.push_str(text),
             ReplyEvent::ToolCall { call } => self.tool_calls.push(call.clone()),
             ReplyEvent::Finished { reason, usage } => {
@@ -200,6 +235,24 @@ impl ReplyCollector {
             }
         }
         Ok(())
+    }
+
+    /// The text received so far, for a reply that will not finish.
+    pub fn content(&self) -> &str {
+        &self.content
+    }
+
+    /// What is left of a reply that will not finish (stopped, or failed mid-stream):
+    /// an assistant message with the text received so far and metadata
+    /// `finishReason` = `reason` (`"cancelled"`, `"error"`); tool calls are left out,
+    /// since none can be answered. `None` when no text came.
+    pub fn into_partial(self, reason: &str) -> Option<NewMessage> {
+        if self.content.is_empty() {
+            return None;
+        }
+        let mut metadata = Metadata::new();
+        metadata.insert("finishReason".to_owned(), reason.into());
+        Some(NewMessage::assistant(self.content).with_metadata(metadata))
     }
 
     /// The complete reply.

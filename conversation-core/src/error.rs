@@ -16,6 +16,8 @@ pub enum Entity {
     Conversation,
     /// A message.
     Message,
+    /// An agent run.
+    Run,
 }
 
 impl std::fmt::Display for Entity {
@@ -23,7 +25,65 @@ impl std::fmt::Display for Entity {
         f.write_str(match self {
             Entity::Conversation => "conversation",
             Entity::Message => "message",
+            Entity::Run => "run",
         })
+    }
+}
+
+/// What went wrong with the model provider, for [`Error::Model`]: what a person can
+/// check, and whether retrying later may help.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ModelErrorKind {
+    /// The provider refused the credentials (HTTP 401): check the API key.
+    Unauthorized,
+    /// The provider refused this caller or model (HTTP 403).
+    Forbidden,
+    /// The endpoint or the model does not exist (HTTP 404): check the base URL (does
+    /// it end in `/v1`?) and the model name.
+    NotFound,
+    /// Too many requests (HTTP 429); transient.
+    RateLimited,
+    /// The account's quota is used up (`insufficient_quota`): retrying will not help.
+    QuotaExceeded,
+    /// The provider is down or overloaded (5xx, connection failures); transient.
+    Unavailable,
+    /// The provider did not answer in time, or the run's time budget ran out;
+    /// transient.
+    Timeout,
+    /// The provider refused the request itself (HTTP 400): an unsupported parameter,
+    /// a context too long, a message sequence it does not accept.
+    InvalidRequest,
+    /// The provider's answer broke its own protocol (unparsable, cut off).
+    BadResponse,
+    /// The provider's content filter stopped the reply.
+    ContentFiltered,
+}
+
+impl ModelErrorKind {
+    /// The stable code of this kind, as problem documents carry it
+    /// (`upstream_unauthorized`, `upstream_rate_limited`, …).
+    pub fn code(self) -> &'static str {
+        match self {
+            ModelErrorKind::Unauthorized => "upstream_unauthorized",
+            ModelErrorKind::Forbidden => "upstream_forbidden",
+            ModelErrorKind::NotFound => "upstream_not_found",
+            ModelErrorKind::RateLimited => "upstream_rate_limited",
+            ModelErrorKind::QuotaExceeded => "upstream_quota_exceeded",
+            ModelErrorKind::Unavailable => "upstream_unavailable",
+            ModelErrorKind::Timeout => "upstream_timeout",
+            ModelErrorKind::InvalidRequest => "upstream_invalid_request",
+            ModelErrorKind::BadResponse => "upstream_bad_response",
+            ModelErrorKind::ContentFiltered => "upstream_content_filtered",
+        }
+    }
+
+    /// Whether retrying the same request later may succeed.
+    pub fn is_transient(self) -> bool {
+        matches!(
+            self,
+            ModelErrorKind::RateLimited | ModelErrorKind::Unavailable | ModelErrorKind::Timeout
+        )
     }
 }
 
@@ -54,6 +114,14 @@ pub enum Error {
         actual: u64,
     },
 
+    /// The conversation has a run in progress, and it allows one at a time; nothing
+    /// was started. Wait for it ([`RunId`](crate::RunId) `run_id`), or cancel it.
+    #[error("run {run_id} is in progress in this conversation")]
+    RunInProgress {
+        /// The run in progress.
+        run_id: crate::RunId,
+    },
+
     /// The input breaks a documented rule; `field` names the offending field.
     #[error("invalid {field}: {reason}")]
     InvalidInput {
@@ -71,6 +139,22 @@ pub enum Error {
         /// What failed, readable by a person.
         message: String,
         /// The backend's own error, if any.
+        #[source]
+        source: Option<BoxError>,
+    },
+
+    /// The model provider failed: [`ModelErrorKind`] says how. `message` is safe to
+    /// show to a person (it names no URL, key or query string); the provider's raw
+    /// error is the `source`, for logs.
+    #[error("model provider: {message}")]
+    Model {
+        /// What kind of failure.
+        kind: ModelErrorKind,
+        /// What happened and what to check, readable by a person.
+        message: String,
+        /// How long the provider asked to wait before retrying, when it said.
+        retry_after: Option<std::time::Duration>,
+        /// The provider's own error, if any.
         #[source]
         source: Option<BoxError>,
     },
@@ -119,20 +203,47 @@ impl Error {
         }
     }
 
-    /// Whether retrying the same call later may succeed.
-    pub fn is_transient(&self) -> bool {
-        matches!(self, Error::Unavailable { .. })
+    /// An [`Error::Model`] with no source.
+    pub fn model(kind: ModelErrorKind, message: impl Into<String>) -> Self {
+        Error::Model {
+            kind,
+            message: message.into(),
+            retry_after: None,
+            source: None,
+        }
     }
 
-    /// A stable, machine-readable name of the variant (`not_found`, `conflict`,
-    /// `invalid_input`, `unavailable`, `backend`), for logs and wire formats.
+    /// Whether retrying the same call later may succeed.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::Unavailable { .. } => true,
+            Error::Model { kind, .. } => kind.is_transient(),
+            _ => false,
+        }
+    }
+
+    /// A stable, machine-readable name of the error (`not_found`, `conflict`,
+    /// `run_in_progress`, `invalid_input`, `unavailable`, `backend`, and for
+    /// [`Error::Model`] its
+    /// [`ModelErrorKind::code`]), for logs and wire formats.
     pub fn code(&self) -> &'static str {
         match self {
             Error::NotFound { .. } => "not_found",
             Error::Conflict { .. } => "conflict",
+            Error::RunInProgress { .. } => "run_in_progress",
             Error::InvalidInput { .. } => "invalid_input",
             Error::Unavailable { .. } => "unavailable",
+            Error::Model { kind, .. } => kind.code(),
             Error::Backend { .. } => "backend",
+        }
+    }
+
+    /// How long to wait before retrying, when the failure said
+    /// ([`Error::Model`]'s `retry_after`).
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            Error::Model { retry_after, .. } => *retry_after,
+            _ => None,
         }
     }
 }

@@ -93,6 +93,13 @@ uuid_id!(
     "message id"
 );
 
+uuid_id!(
+    /// Identifies an agent run (one turn of the model, with its tool calls) within
+    /// its conversation.
+    RunId,
+    "run id"
+);
+
 #[cfg(test)]
 mod tests {
     use super::*;

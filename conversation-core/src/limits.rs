@@ -27,6 +27,11 @@ pub struct Limits {
     pub max_batch_messages: usize,
     /// Most tool calls on one assistant message. Default 128.
     pub max_tool_calls: usize,
+    /// Most bytes of messages in one page ([`Message::page_weight`](crate::Message::page_weight)):
+    /// a page stops early, with `has_more`, rather than exceed it, though it always
+    /// holds at least one message. Default 4 MiB, so a page of 200 large messages
+    /// cannot hold hundreds of MiB.
+    pub max_page_bytes: usize,
 }
 
 impl Default for Limits {
@@ -37,6 +42,7 @@ impl Default for Limits {
             max_metadata_bytes: 16 * 1024,
             max_batch_messages: 256,
             max_tool_calls: 128,
+            max_page_bytes: 4 * 1024 * 1024,
         }
     }
 }
@@ -75,12 +81,28 @@ impl Limits {
         self.check_user_title(title)
     }
 
-    /// Checks `n` of [`Store::recent_messages`](crate::Store::recent_messages).
+    /// Checks an append: its messages ([`Limits::check_messages`]) and its title
+    /// hint, which must pass as an automatic title.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] naming `messages…` or `titleHint`.
+    pub fn check_append(&self, append: &crate::Append) -> Result<()> {
+        self.check_messages(&append.messages)?;
+        if let Some(hint) = &append.title_hint {
+            self.check_user_title(hint).map_err(|error| match error {
+                Error::InvalidInput { reason, .. } => Error::invalid("titleHint", reason),
+                other => other,
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Checks the count of [`Store::recent_messages`](crate::Store::recent_messages).
     ///
     /// # Errors
     /// [`Error::InvalidInput`] naming `n` above [`MAX_RECENT_MESSAGES`].
-    pub fn check_recent_count(&self, n: usize) -> Result<()> {
-        if n > MAX_RECENT_MESSAGES {
+    pub fn check_recent(&self, query: &crate::RecentQuery) -> Result<()> {
+        if query.n > MAX_RECENT_MESSAGES {
             return Err(Error::invalid(
                 "n",
                 format!("more than {MAX_RECENT_MESSAGES} messages"),
@@ -210,6 +232,12 @@ impl Limits {
             return Err(Error::invalid(
                 format!("{field}.content"),
                 "contains a NUL character",
+            ));
+        }
+        if matches!(message.role, Role::User | Role::System) && message.content.trim().is_empty() {
+            return Err(Error::invalid(
+                format!("{field}.content"),
+                format!("a {} message must have text", message.role.as_str()),
             ));
         }
         match (message.role, &message.tool_call_id) {

@@ -1,24 +1,14 @@
 //! The data model: conversations, messages and what callers send to create them.
 
-use chrono::{DateTime, DurationRound, TimeDelta, Utc};
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+#[cfg(test)]
+use crate::clock::truncate_to_millis;
 use crate::{ConversationId, MessageId, Scope};
 
 /// Free-form JSON object attached to a conversation or a message.
 pub type Metadata = serde_json::Map<String, serde_json::Value>;
-
-/// The current UTC time truncated to whole milliseconds, the precision every store
-/// keeps, so that a value written and read back compares equal.
-pub fn now() -> DateTime<Utc> {
-    truncate_to_millis(Utc::now())
-}
-
-/// Truncates a timestamp to whole milliseconds.
-pub fn truncate_to_millis(at: DateTime<Utc>) -> DateTime<Utc> {
-    // Truncation fails only for dates beyond year 262,000; keep those as they are.
-    at.duration_trunc(TimeDelta::milliseconds(1)).unwrap_or(at)
-}
 
 /// Serde for timestamps as RFC 3339 text with exactly three fraction digits and `Z`,
 /// e.g. `2026-11-26T13:25:51.120Z`, on every output.
@@ -31,7 +21,29 @@ pub(crate) mod millis_format {
     }
 
     pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
-        DateTime::<Utc>::deserialize(d).map(super::truncate_to_millis)
+        DateTime::<Utc>::deserialize(d).map(crate::clock::truncate_to_millis)
+    }
+}
+
+/// [`millis_format`] for optional timestamps (`null` when absent).
+pub(crate) mod millis_format_option {
+    use chrono::{DateTime, Utc};
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(crate) fn serialize<S: Serializer>(
+        at: &Option<DateTime<Utc>>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        match at {
+            Some(at) => super::millis_format::serialize(at, s),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<DateTime<Utc>>, D::Error> {
+        Ok(Option::<DateTime<Utc>>::deserialize(d)?.map(crate::clock::truncate_to_millis))
     }
 }
 
@@ -105,17 +117,39 @@ pub struct Conversation {
         schema(value_type = String, format = DateTime, example = "2026-11-26T13:25:51.120Z")
     )]
     pub updated_at: DateTime<Utc>,
-    /// How many messages it holds; also the `seq` of its newest message.
+    /// How many messages it holds now, on every branch.
     pub message_count: u64,
+    /// The highest `seq` ever assigned in it: the next message gets `last_seq + 1`.
+    /// Seqs are never reused, also after the newest message was deleted.
+    pub last_seq: u64,
+    /// The leaf of the active branch: what an append without a parent follows, and
+    /// the end of the path that pages, `open` and the context window read. `None`
+    /// when the conversation has no message.
+    pub head_id: Option<MessageId>,
     /// Pinned conversations can be listed first.
     pub pinned: bool,
     /// Archived conversations are left out of lists unless asked for.
     pub archived: bool,
+    /// When it was archived (UTC, milliseconds); `None` when it is not. Retention
+    /// counts the age of an archived conversation from it.
+    #[serde(with = "millis_format_option", default)]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(value_type = Option<String>, format = DateTime, example = "2026-11-26T13:25:51.120Z")
+    )]
+    pub archived_at: Option<DateTime<Utc>>,
     /// The host's own data.
     #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub metadata: Metadata,
     /// Bumped by every change; the token of optimistic concurrency.
     pub version: u64,
+    /// The agent run in progress, if any (one at a time per conversation).
+    #[serde(default)]
+    pub active_run_id: Option<crate::RunId>,
+    /// Tokens used by every run of the conversation so far, summed: what a host shows
+    /// as the cost of a chat.
+    #[serde(default)]
+    pub usage: crate::Usage,
 }
 
 /// What a caller gives to create a conversation.
@@ -176,10 +210,15 @@ impl NewConversation {
             created_at: at,
             updated_at: at,
             message_count: 0,
+            last_seq: 0,
+            head_id: None,
             pinned: false,
             archived: false,
+            archived_at: None,
             metadata: self.metadata,
             version: 1,
+            active_run_id: None,
+            usage: crate::Usage::default(),
         }
     }
 }
@@ -207,10 +246,19 @@ pub struct ConversationPatch {
     /// Archive or restore.
     #[serde(default)]
     pub archived: Option<bool>,
-    /// Replaces the whole metadata object.
+    /// Changes the metadata as a JSON Merge Patch (RFC 7396): `{"tag": "billing",
+    /// "draft": null}` sets `tag`, removes `draft` and keeps every other key, so two
+    /// clients editing different keys lose nothing.
     #[serde(default)]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub metadata: Option<Metadata>,
+    /// Switches branch: the head moves to the newest leaf under this message (the
+    /// message itself when it has no children), so the branch reads as it was last
+    /// written. A message of another conversation is
+    /// [`Error::NotFound`](crate::Error::NotFound). Navigation, not activity: it bumps
+    /// `version` but does not move `updated_at`.
+    #[serde(default)]
+    pub head_id: Option<MessageId>,
     /// When set, the update applies only if the stored version is this one;
     /// otherwise [`Error::Conflict`](crate::Error::Conflict) and nothing changes.
     #[serde(default)]
@@ -241,9 +289,15 @@ impl ConversationPatch {
         self
     }
 
-    /// Replaces the metadata.
+    /// Merges `metadata` into the stored metadata (see [`ConversationPatch::metadata`]).
     pub fn metadata(mut self, metadata: Metadata) -> Self {
         self.metadata = Some(metadata);
+        self
+    }
+
+    /// Switches to the branch of `message` (see [`ConversationPatch::head_id`]).
+    pub fn head(mut self, message: MessageId) -> Self {
+        self.head_id = Some(message);
         self
     }
 
@@ -259,15 +313,53 @@ impl ConversationPatch {
             && self.pinned.is_none()
             && self.archived.is_none()
             && self.metadata.is_none()
+            && self.head_id.is_none()
     }
 
-    /// Applies the patch's fields to `conversation` in memory, bumping its version and
-    /// moving `updated_at` to `at` (never backwards). An empty patch changes nothing,
-    /// not even the version. Stores that keep rows in memory share this rule so that
-    /// every store changes the same fields the same way.
-    pub fn apply_to(&self, conversation: &mut Conversation, at: DateTime<Utc>) {
+    /// Whether the patch changes more than the head: such a change is activity and
+    /// moves `updated_at`.
+    fn is_activity(&self) -> bool {
+        self.title.is_some()
+            || self.pinned.is_some()
+            || self.archived.is_some()
+            || self.metadata.is_some()
+    }
+
+    /// Applies the patch to `conversation` in memory, the rule every store shares:
+    /// bumps `version` once; moves `updated_at` to `at` (never backwards) unless the
+    /// patch only switches branch; sets `head_id` to `new_head`, the newest leaf under
+    /// [`ConversationPatch::head_id`] as the store found it (`None` when the patch
+    /// does not switch); stamps `archived_at` when archiving (clears it when
+    /// restoring; archiving an archived conversation keeps it, so its retention age
+    /// does not restart); merges `metadata` as a JSON Merge Patch (RFC 7396: a `null` member
+    /// removes the key, an object member merges into an object, anything else
+    /// replaces). An empty patch changes nothing, not even the version.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`](crate::Error::InvalidInput) naming `metadata` when the
+    /// merged metadata exceeds `limits`; the conversation is then unchanged.
+    pub fn apply_to(
+        &self,
+        conversation: &mut Conversation,
+        new_head: Option<MessageId>,
+        at: DateTime<Utc>,
+        limits: &crate::Limits,
+    ) -> crate::Result<()> {
         if self.is_empty() {
-            return;
+            return Ok(());
+        }
+        let metadata = match &self.metadata {
+            Some(patch) => {
+                let mut merged = conversation.metadata.clone();
+                merge_patch(&mut merged, patch);
+                limits.check_metadata("metadata", &merged)?;
+                Some(merged)
+            }
+            None => None,
+        };
+        let at = at.max(conversation.updated_at);
+        if let Some(head) = new_head {
+            conversation.head_id = Some(head);
         }
         if let Some(title) = &self.title {
             conversation.title = Some(title.clone());
@@ -276,19 +368,53 @@ impl ConversationPatch {
         if let Some(pinned) = self.pinned {
             conversation.pinned = pinned;
         }
-        if let Some(archived) = self.archived {
+        if let Some(archived) = self.archived
+            && archived != conversation.archived
+        {
             conversation.archived = archived;
+            conversation.archived_at = archived.then_some(at);
         }
-        if let Some(metadata) = &self.metadata {
-            conversation.metadata = metadata.clone();
+        if let Some(metadata) = metadata {
+            conversation.metadata = metadata;
         }
         conversation.version += 1;
-        conversation.updated_at = at.max(conversation.updated_at);
+        if self.is_activity() {
+            conversation.updated_at = at;
+        }
+        Ok(())
+    }
+}
+
+/// Merges `patch` into `target` as RFC 7396 says for objects: each `null` member
+/// removes the key, each object member merges into the object there (replacing
+/// whatever else was there), any other member replaces.
+pub(crate) fn merge_patch(target: &mut Metadata, patch: &Metadata) {
+    for (key, value) in patch {
+        match value {
+            serde_json::Value::Null => {
+                target.remove(key);
+            }
+            serde_json::Value::Object(inner) => {
+                let slot = target
+                    .entry(key.clone())
+                    .or_insert_with(|| serde_json::Value::Object(Metadata::new()));
+                if !slot.is_object() {
+                    *slot = serde_json::Value::Object(Metadata::new());
+                }
+                if let serde_json::Value::Object(nested) = slot {
+                    merge_patch(nested, inner);
+                }
+            }
+            other => {
+                target.insert(key.clone(), other.clone());
+            }
+        }
     }
 }
 
 /// Who wrote a message, as in the OpenAI chat format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[non_exhaustive]
 #[serde(rename_all = "lowercase")]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Role {
@@ -365,8 +491,16 @@ pub struct Message {
     pub id: MessageId,
     /// The conversation it belongs to.
     pub conversation_id: ConversationId,
-    /// Position in the conversation: 1, 2, 3… with no gaps, assigned by the store.
+    /// The order in which the conversation's messages were stored, over the whole
+    /// tree: 1, 2, 3… assigned by the store, never reused; gaps only where messages
+    /// were deleted. A message's seq is larger than its parent's.
     pub seq: u64,
+    /// The message it follows; `None` for a root (a first message).
+    pub parent_id: Option<MessageId>,
+    /// Where it stands among the messages with the same parent (its versions), as
+    /// the store knew it when the message was read.
+    #[serde(flatten)]
+    pub siblings: Siblings,
     /// Who wrote it.
     pub role: Role,
     /// Its text.
@@ -385,6 +519,80 @@ pub struct Message {
         schema(value_type = String, format = DateTime, example = "2026-11-26T13:25:51.120Z")
     )]
     pub created_at: DateTime<Utc>,
+}
+
+impl Message {
+    /// The bytes this message weighs in a page: its content, tool-call arguments and
+    /// metadata as JSON, plus a fixed 256 for ids, numbers and field names. Pages stop
+    /// at [`Limits::max_page_bytes`](crate::Limits::max_page_bytes) of it.
+    pub fn page_weight(&self) -> usize {
+        let arguments: usize = self
+            .tool_calls
+            .iter()
+            .map(|call| call.id.len() + call.name.len() + json_len(&call.arguments))
+            .sum();
+        let metadata = if self.metadata.is_empty() {
+            0
+        } else {
+            serde_json::to_vec(&self.metadata).map_or(0, |bytes| bytes.len())
+        };
+        256 + self.content.len() + arguments + metadata
+    }
+}
+
+fn json_len(value: &serde_json::Value) -> usize {
+    serde_json::to_vec(value).map_or(0, |bytes| bytes.len())
+}
+
+/// How many siblings on each side of a message [`Siblings::ids`] holds at most.
+pub const SIBLING_WINDOW: usize = 50;
+
+/// A message's place among its siblings: the messages with the same parent (for
+/// roots, the other roots), the message itself included, ordered by `seq`. A client
+/// draws "< 2/3 >" from it and switches with the ids.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Siblings {
+    /// Ids of the siblings by seq, the message itself included: at most
+    /// [`SIBLING_WINDOW`] before it and as many after it, so a message with
+    /// thousands of versions keeps a bounded size.
+    #[serde(rename = "siblingIds")]
+    pub ids: Vec<MessageId>,
+    /// How many siblings there are in all, the message itself included (at least 1).
+    #[serde(rename = "siblingCount")]
+    pub count: u64,
+    /// The message's position among all of them, from 0.
+    #[serde(rename = "siblingIndex")]
+    pub index: u64,
+}
+
+impl Siblings {
+    /// A message with no sibling but itself.
+    pub fn only(id: MessageId) -> Self {
+        Self {
+            ids: vec![id],
+            count: 1,
+            index: 0,
+        }
+    }
+
+    /// The siblings of the message at `index` of `all` (every sibling, by seq),
+    /// windowed by [`SIBLING_WINDOW`]. For stores that hold the whole list; SQL stores
+    /// read the window with two bounded range reads and the count.
+    pub fn around(all: &[MessageId], index: usize) -> Self {
+        Self {
+            ids: all[Self::window(all.len(), index)].to_vec(),
+            count: all.len() as u64,
+            index: index as u64,
+        }
+    }
+
+    /// The positions [`Siblings::ids`] covers for the message at `index` of `count`
+    /// siblings.
+    pub fn window(count: usize, index: usize) -> std::ops::Range<usize> {
+        index.saturating_sub(SIBLING_WINDOW)..count.min(index + SIBLING_WINDOW + 1)
+    }
 }
 
 /// A message to append.
@@ -477,17 +685,22 @@ impl NewMessage {
         self
     }
 
-    /// The stored form of this message, as a store that keeps rows in memory builds it.
+    /// The stored form of this message, with no sibling yet (a store fills
+    /// [`Message::siblings`] when it reads the message back).
     pub fn into_message(
         self,
         conversation_id: ConversationId,
         seq: u64,
+        parent_id: Option<MessageId>,
         created_at: DateTime<Utc>,
     ) -> Message {
+        let id = self.id.unwrap_or_default();
         Message {
-            id: self.id.unwrap_or_default(),
+            id,
             conversation_id,
             seq,
+            parent_id,
+            siblings: Siblings::only(id),
             role: self.role,
             content: self.content,
             tool_calls: self.tool_calls,
@@ -510,7 +723,7 @@ mod tests {
             .with_timezone(&Utc);
         let at = truncate_to_millis(at);
         assert_eq!(at.timestamp_subsec_nanos(), 123_000_000);
-        let message = NewMessage::user("hi").into_message(ConversationId::new(), 1, at);
+        let message = NewMessage::user("hi").into_message(ConversationId::new(), 1, None, at);
         let value = serde_json::to_value(&message).unwrap();
         assert_eq!(value["createdAt"], json!("2026-11-26T13:25:51.123Z"));
         let whole = truncate_to_millis(
@@ -518,7 +731,7 @@ mod tests {
                 .unwrap()
                 .with_timezone(&Utc),
         );
-        let message = NewMessage::user("hi").into_message(ConversationId::new(), 1, whole);
+        let message = NewMessage::user("hi").into_message(ConversationId::new(), 1, None, whole);
         assert_eq!(
             serde_json::to_value(&message).unwrap()["createdAt"],
             json!("2026-11-26T13:25:51.000Z")

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::{Conversation, ConversationId, Error, Message, Result};
+use crate::{Conversation, ConversationId, Error, Message, MessageId, Result};
 
 /// Page size used when a query gives none.
 pub const DEFAULT_PAGE_SIZE: usize = 50;
@@ -49,7 +49,7 @@ impl ArchivedFilter {
         }
     }
 
-    fn code(self) -> u8 {
+    pub(crate) fn code(self) -> u8 {
         match self {
             ArchivedFilter::Exclude => 0,
             ArchivedFilter::Include => 1,
@@ -81,7 +81,17 @@ pub struct ConversationQuery {
     /// reads the scope's rows in list order until the page is full, so its cost grows
     /// with the rows it skips.
     pub title_contains: Option<String>,
+    /// Only conversations whose metadata has each of these top-level keys with this
+    /// exact value (a string, number or boolean), e.g. `{"tag": "billing"}`: strings
+    /// compare exactly, numbers by value (`1` equals `1.0`), and a string, a number
+    /// and a boolean never equal each other (`"1"`, `1` and `true` are three values).
+    /// A key is a top-level key whatever characters it holds (`a.b` is not a path).
+    /// The SQL stores read an index for it. At most [`MAX_METADATA_FILTERS`] keys.
+    pub metadata_equals: crate::Metadata,
 }
+
+/// The most keys a [`ConversationQuery::metadata_equals`] filter takes.
+pub const MAX_METADATA_FILTERS: usize = 8;
 
 impl ConversationQuery {
     /// The first page with default settings.
@@ -153,6 +163,47 @@ impl ConversationQuery {
         }
     }
 
+    /// Filters by a top-level metadata value.
+    pub fn metadata_equals(
+        mut self,
+        key: impl Into<String>,
+        value: impl Into<serde_json::Value>,
+    ) -> Self {
+        self.metadata_equals.insert(key.into(), value.into());
+        self
+    }
+
+    /// Checks the metadata filter: scalar values (string, number, boolean), at most
+    /// [`MAX_METADATA_FILTERS`] keys, no control characters in keys.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] naming `metadata.<key>`.
+    pub fn check_metadata_filter(&self) -> Result<()> {
+        if self.metadata_equals.len() > MAX_METADATA_FILTERS {
+            return Err(Error::invalid(
+                "metadata",
+                format!("more than {MAX_METADATA_FILTERS} filters"),
+            ));
+        }
+        for (key, value) in &self.metadata_equals {
+            let field = format!("metadata.{key}");
+            if key.is_empty() || key.len() > 256 || key.chars().any(char::is_control) {
+                return Err(Error::invalid(field, "not a usable key"));
+            }
+            match value {
+                serde_json::Value::String(text) if !text.contains('\0') && text.len() <= 1024 => {}
+                serde_json::Value::Number(_) | serde_json::Value::Bool(_) => {}
+                _ => {
+                    return Err(Error::invalid(
+                        field,
+                        "filters take a string (at most 1 KiB), a number or a boolean",
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// The decoded cursor, checked against this query's order and filter.
     ///
     /// # Errors
@@ -211,12 +262,31 @@ impl ConversationQuery {
     /// the stores that filter in memory; `title_filter` is [`Self::title_filter`]'s value.
     pub fn admits(&self, conversation: &Conversation, title_filter: Option<&str>) -> bool {
         self.archived.admits(conversation.archived)
+            && self.metadata_equals.iter().all(|(key, value)| {
+                conversation
+                    .metadata
+                    .get(key)
+                    .is_some_and(|stored| same_value(stored, value))
+            })
             && title_filter.is_none_or(|needle| {
                 conversation
                     .title
                     .as_deref()
                     .is_some_and(|title| title.to_ascii_lowercase().contains(needle))
             })
+    }
+}
+
+/// Whether a stored metadata value equals a filter's value: numbers by value (as
+/// JSON, SQLite and PostgreSQL compare them), anything else exactly.
+fn same_value(stored: &serde_json::Value, wanted: &serde_json::Value) -> bool {
+    match (stored, wanted) {
+        (serde_json::Value::Number(a), serde_json::Value::Number(b))
+            if a.is_f64() || b.is_f64() =>
+        {
+            a.as_f64() == b.as_f64()
+        }
+        _ => stored == wanted,
     }
 }
 
@@ -307,6 +377,18 @@ pub struct Page<T> {
     pub next_cursor: Option<String>,
 }
 
+/// Which messages a [`MessageQuery`] pages through.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub enum MessageView {
+    /// The active path, root to head: what a chat shows.
+    #[default]
+    Path,
+    /// Every message of the tree, every branch, by seq: for export and sync.
+    All,
+}
+
 /// A request for a page of one conversation's messages, by `seq`.
 ///
 /// - neither bound: the newest `limit` messages;
@@ -314,7 +396,9 @@ pub struct Page<T> {
 /// - `before` only: the newest `limit` messages before that seq (read backwards);
 /// - both: the oldest `limit` messages strictly between the two.
 ///
-/// Every page is returned in chronological order (ascending `seq`).
+/// Every page is returned in chronological order (ascending `seq`). On the active
+/// path, seqs grow from the root to the head, so a seq range of the path is a stretch
+/// of it; a bound need not be a seq of the path.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct MessageQuery {
@@ -323,8 +407,12 @@ pub struct MessageQuery {
     /// Only messages with a larger seq.
     pub after: Option<u64>,
     /// Page size: default [`DEFAULT_PAGE_SIZE`], lowered to [`MAX_PAGE_SIZE`]; 0 is
-    /// [`Error::InvalidInput`].
+    /// [`Error::InvalidInput`]. A page also stops early, with `has_more`, once it
+    /// holds [`Limits::max_page_bytes`](crate::Limits::max_page_bytes).
     pub limit: Option<u32>,
+    /// The active path (default) or every message.
+    #[serde(default)]
+    pub view: MessageView,
 }
 
 impl MessageQuery {
@@ -355,6 +443,12 @@ impl MessageQuery {
         self
     }
 
+    /// Pages through `view`.
+    pub fn view(mut self, view: MessageView) -> Self {
+        self.view = view;
+        self
+    }
+
     /// The seq range and direction to read, shared by every store.
     ///
     /// # Errors
@@ -365,12 +459,37 @@ impl MessageQuery {
             before: self.before,
             newest_first: self.after.is_none(),
             limit: page_limit(self.limit)?,
+            view: self.view,
         })
     }
 }
 
-/// The plan of a [`MessageQuery`]: read seqs in `(after, before)` from the end given
-/// by `newest_first`, at most `limit` of them, then return them ascending.
+/// A request for the newest messages of a path, for the context window:
+/// [`Store::recent_messages`](crate::Store::recent_messages).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecentQuery {
+    /// How many, at most [`MAX_RECENT_MESSAGES`].
+    pub n: usize,
+    /// The end of the path to read: the head when `None`, else this message of the
+    /// conversation (the question a regenerated answer replies to).
+    pub leaf: Option<MessageId>,
+}
+
+impl RecentQuery {
+    /// The newest `n` messages of the active path.
+    pub fn new(n: usize) -> Self {
+        Self { n, leaf: None }
+    }
+
+    /// Reads the path ending at `message` instead of the head.
+    pub fn ending_at(mut self, message: MessageId) -> Self {
+        self.leaf = Some(message);
+        self
+    }
+}
+
+/// The plan of a [`MessageQuery`]: read seqs in `(after, before)` of `view` from the
+/// end given by `newest_first`, at most `limit` of them, then return them ascending.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MessageRange {
     /// Exclusive lower bound of seq (0 for none).
@@ -381,12 +500,85 @@ pub struct MessageRange {
     pub newest_first: bool,
     /// How many to return.
     pub limit: usize,
+    /// The path or every message.
+    pub view: MessageView,
 }
 
 impl MessageRange {
     /// Whether `seq` is inside the range.
     pub fn contains(&self, seq: u64) -> bool {
         seq > self.after && self.before.is_none_or(|before| seq < before)
+    }
+
+    /// Collects the page from messages fed in read order (newest first when
+    /// `newest_first`), the rule every store shares: at most `limit` messages, and no
+    /// more once they weigh `max_page_bytes` ([`Message::page_weight`]), though
+    /// always at least one. Feed [`PageBuilder::push`] until it answers `false`, then
+    /// [`PageBuilder::finish`]; a store that reads `limit + 1` rows lets the builder
+    /// learn whether more follow.
+    pub fn page_builder(&self, max_page_bytes: usize) -> PageBuilder {
+        PageBuilder {
+            newest_first: self.newest_first,
+            limit: self.limit,
+            max_bytes: max_page_bytes,
+            items: Vec::with_capacity(self.limit.min(64)),
+            bytes: 0,
+            has_more: false,
+        }
+    }
+
+    /// [`Self::page_builder`] over messages already read.
+    pub fn page_from(
+        &self,
+        rows: impl IntoIterator<Item = Message>,
+        max_page_bytes: usize,
+    ) -> MessagePage {
+        let mut page = self.page_builder(max_page_bytes);
+        for row in rows {
+            if !page.push(row) {
+                break;
+            }
+        }
+        page.finish()
+    }
+}
+
+/// Builds a page of messages one row at a time: [`MessageRange::page_builder`].
+#[derive(Debug)]
+pub struct PageBuilder {
+    newest_first: bool,
+    limit: usize,
+    max_bytes: usize,
+    items: Vec<Message>,
+    bytes: usize,
+    has_more: bool,
+}
+
+impl PageBuilder {
+    /// Offers the next message in read order. `false` means the page is complete and
+    /// `message` was not taken: it lies beyond the page, so `has_more` is set.
+    pub fn push(&mut self, message: Message) -> bool {
+        let weight = message.page_weight();
+        if self.items.len() == self.limit
+            || (!self.items.is_empty() && self.bytes + weight > self.max_bytes)
+        {
+            self.has_more = true;
+            return false;
+        }
+        self.bytes += weight;
+        self.items.push(message);
+        true
+    }
+
+    /// The page, ascending by seq.
+    pub fn finish(mut self) -> MessagePage {
+        if self.newest_first {
+            self.items.reverse();
+        }
+        MessagePage {
+            items: self.items,
+            has_more: self.has_more,
+        }
     }
 }
 
@@ -411,7 +603,7 @@ mod tests {
             pinned_first,
             archived,
             pinned: true,
-            updated_at: crate::now(),
+            updated_at: crate::backend::now(),
             id: ConversationId::new(),
         }
     }
@@ -479,6 +671,7 @@ mod tests {
     fn message_ranges() {
         let r = MessageQuery::latest().range().unwrap();
         assert!(r.newest_first && r.after == 0 && r.before.is_none() && r.limit == 50);
+        assert_eq!(r.view, MessageView::Path);
         let r = MessageQuery::after(10).limit(5).range().unwrap();
         assert!(!r.newest_first && r.contains(11) && !r.contains(10));
         let r = MessageQuery::before(10).range().unwrap();

@@ -4,16 +4,14 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use futures::stream::{self, BoxStream, StreamExt as _};
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument as _, debug, warn};
 
 use crate::{
-    Appended, ChatModel, ChatRequest, ContextPolicy, Conversation, ConversationId,
-    ConversationPatch, ConversationQuery, Error, HeuristicTitles, MAX_RECENT_MESSAGES, Message,
-    MessagePage, MessageQuery, NewConversation, NewMessage, Page, ReplyCollector, ReplyEvent,
-    Result, Role, Scope, Store, TitleGenerator, TitleOutcome, TitleSource, ToolDefinition,
-    sanitize_title,
+    Append, Appended, ChatModel, ContextPolicy, Conversation, ConversationId, ConversationPatch,
+    ConversationQuery, Error, HeuristicTitles, MAX_RECENT_MESSAGES, Message, MessageId,
+    MessagePage, MessageQuery, NewConversation, NewMessage, Page, Parent, RecentQuery, Result,
+    Role, Scope, Store, TitleGenerator, TitleOutcome, TitleSource, ToolDefinition, sanitize_title,
 };
 
 /// How many of a conversation's first messages the title generator sees.
@@ -28,32 +26,54 @@ pub struct OpenConversation {
     pub messages: MessagePage,
 }
 
-/// Progress of a [`Conversations::reply`] after the user's message is stored.
-#[derive(Debug, Clone, PartialEq)]
-pub enum ReplyProgress {
-    /// An event from the model, passed on as it arrives.
-    Model(ReplyEvent),
-    /// The complete assistant message, stored; always the last item of a successful
-    /// reply.
-    Stored(Appended),
+/// What [`Conversations::reply`] answers: a new question, an edited one, or a
+/// question answered again.
+#[derive(Debug, Clone, Default, PartialEq)]
+#[non_exhaustive]
+pub struct ReplyRequest {
+    /// A new user message to store and answer; `None` to answer again the user
+    /// message that [`ReplyRequest::parent`] names (regenerate).
+    pub message: Option<NewMessage>,
+    /// With a message: where it attaches ([`Parent::Head`] to ask, the edited
+    /// question's parent to edit). Without: the user message to answer again.
+    pub parent: Parent,
+    /// Tools the model may call.
+    pub tools: Vec<ToolDefinition>,
 }
 
-/// A reply in progress, returned by [`Conversations::reply`].
-pub struct StreamingReply {
-    /// The user's message as stored, with the conversation (carrying its heuristic
-    /// title when this was the first message).
-    pub user: Appended,
-    /// The model's events, then [`ReplyProgress::Stored`]. An `Err` item ends the
-    /// stream and means nothing of the reply was stored. Dropping the stream cancels
-    /// the reply and stores nothing of it.
-    pub events: BoxStream<'static, Result<ReplyProgress>>,
-}
+impl ReplyRequest {
+    /// Asks `message` (a user message) after the head.
+    pub fn ask(message: NewMessage) -> Self {
+        Self {
+            message: Some(message),
+            ..Self::default()
+        }
+    }
 
-impl std::fmt::Debug for StreamingReply {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StreamingReply")
-            .field("user", &self.user)
-            .finish_non_exhaustive()
+    /// Asks `message` at `parent` instead: the parent of the question it replaces
+    /// ([`Parent::Root`] for a first question), so it becomes a new version of it.
+    pub fn edit(parent: Parent, message: NewMessage) -> Self {
+        Self {
+            message: Some(message),
+            parent,
+            ..Self::default()
+        }
+    }
+
+    /// Answers the stored user message `question` again: the new answer becomes a
+    /// sibling of the earlier ones.
+    pub fn regenerate(question: MessageId) -> Self {
+        Self {
+            message: None,
+            parent: Parent::Message(question),
+            ..Self::default()
+        }
+    }
+
+    /// Offers `tools` to the model.
+    pub fn with_tools(mut self, tools: Vec<ToolDefinition>) -> Self {
+        self.tools = tools;
+        self
     }
 }
 
@@ -90,13 +110,29 @@ pub struct Conversations {
     inner: Arc<Inner>,
 }
 
+mod lifecycle;
+mod runs;
+
+pub use runs::{RunEvent, RunEventRecord, RunHandle, RunLimits, ToolOutput, Toolbox};
+
+pub use lifecycle::{
+    BulkAction, BulkResult, ExportSelection, ImportReport, ImportedItem, MAX_BULK_IDS, PurgeReport,
+    RefusedItem, RetentionPolicy,
+};
+
 #[derive(Debug)]
 struct Inner {
     store: Arc<dyn Store>,
+    clock: Arc<dyn crate::Clock>,
     /// `None`: heuristic titles only.
     titles: Option<Arc<dyn TitleGenerator>>,
     /// `None`: [`Conversations::reply`] is refused.
     model: Option<Arc<dyn ChatModel>>,
+    /// `None`: runs end in `requires_action` when the model asks for a tool.
+    toolbox: Option<Arc<dyn Toolbox>>,
+    run_limits: RunLimits,
+    runs: runs::LiveRuns,
+    run_tasks: TaskTracker,
     policy: ContextPolicy,
     title_timeout: Duration,
     open_page_size: u32,
@@ -120,8 +156,11 @@ struct Inner {
 #[must_use = "a builder does nothing until `build` is called"]
 pub struct ConversationsBuilder {
     store: Arc<dyn Store>,
+    clock: Arc<dyn crate::Clock>,
     titles: Option<Arc<dyn TitleGenerator>>,
     model: Option<Arc<dyn ChatModel>>,
+    toolbox: Option<Arc<dyn Toolbox>>,
+    run_limits: RunLimits,
     policy: ContextPolicy,
     title_timeout: Duration,
     open_page_size: u32,
@@ -142,9 +181,31 @@ impl ConversationsBuilder {
         self
     }
 
+    /// Runs the tools of `toolbox` for the model in every run: the tool loop. Without
+    /// one, a run ends in `requires_action` when the model asks for a tool, and the
+    /// client runs it.
+    pub fn toolbox(mut self, toolbox: Arc<dyn Toolbox>) -> Self {
+        self.toolbox = Some(toolbox);
+        self
+    }
+
+    /// Bounds runs: steps, tool and start timeouts, lease, replay time
+    /// (default [`RunLimits::default`]).
+    pub fn run_limits(mut self, limits: RunLimits) -> Self {
+        self.run_limits = limits;
+        self
+    }
+
     /// Chooses the context window with `policy` (default: the newest 20 messages).
     pub fn context_policy(mut self, policy: ContextPolicy) -> Self {
         self.policy = policy;
+        self
+    }
+
+    /// Reads the time from `clock` (default the system clock): retention's cutoffs.
+    /// Stores read their own clocks.
+    pub fn clock(mut self, clock: Arc<dyn crate::Clock>) -> Self {
+        self.clock = clock;
         self
     }
 
@@ -165,8 +226,13 @@ impl ConversationsBuilder {
         Conversations {
             inner: Arc::new(Inner {
                 store: self.store,
+                clock: self.clock,
                 titles: self.titles,
                 model: self.model,
+                toolbox: self.toolbox,
+                run_limits: self.run_limits,
+                runs: runs::LiveRuns::default(),
+                run_tasks: TaskTracker::new(),
                 policy: self.policy,
                 title_timeout: self.title_timeout,
                 open_page_size: self.open_page_size,
@@ -191,12 +257,20 @@ impl Conversations {
     pub fn builder(store: Arc<dyn Store>) -> ConversationsBuilder {
         ConversationsBuilder {
             store,
+            clock: Arc::new(crate::SystemClock),
             titles: None,
             model: None,
+            toolbox: None,
+            run_limits: RunLimits::default(),
             policy: ContextPolicy::default(),
             title_timeout: Self::DEFAULT_TITLE_TIMEOUT,
             open_page_size: crate::DEFAULT_PAGE_SIZE as u32,
         }
+    }
+
+    /// The time by the service's clock, in milliseconds.
+    fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        crate::backend::truncate_to_millis(self.inner.clock.now())
     }
 
     /// The chat model [`Self::reply`] uses, if one was configured.
@@ -276,7 +350,7 @@ impl Conversations {
         self.inner.store.list_messages(scope, id, query).await
     }
 
-    /// Appends messages and runs the title lifecycle.
+    /// Appends messages after the head and runs the title lifecycle.
     ///
     /// # Errors
     /// The store's errors. Title problems never fail an append.
@@ -286,22 +360,38 @@ impl Conversations {
         id: ConversationId,
         messages: Vec<NewMessage>,
     ) -> Result<Appended> {
-        self.append_checked(scope, id, messages, None).await
+        self.append_with(scope, id, Append::new(messages)).await
     }
 
-    /// Like [`Self::append`], but only if the conversation is at `expected_version`.
+    /// Appends with every option ([`Append`]: a parent to branch at, an expected
+    /// version) and runs the title lifecycle: the first user message titles the
+    /// conversation in the same transaction (a heuristic title), and an assistant
+    /// message starts title generation in the background.
     ///
     /// # Errors
-    /// [`Error::Conflict`] when it is not (and nothing is stored).
-    pub async fn append_at_version(
+    /// The store's errors: [`Error::NotFound`] for a parent that is not in the
+    /// conversation, [`Error::Conflict`] on a version mismatch (nothing stored).
+    pub async fn append_with(
         &self,
         scope: &Scope,
         id: ConversationId,
-        messages: Vec<NewMessage>,
-        expected_version: u64,
+        mut append: Append,
     ) -> Result<Appended> {
-        self.append_checked(scope, id, messages, Some(expected_version))
-            .await
+        if append.title_hint.is_none() {
+            append.title_hint = HeuristicTitles::title_for_new(&append.messages);
+        }
+        let appended = self.inner.store.append_messages(scope, id, append).await?;
+        let has_reply = appended.messages.iter().any(|m| m.role == Role::Assistant);
+        if has_reply
+            && self.inner.titles.is_some()
+            && matches!(
+                appended.conversation.title_source,
+                TitleSource::None | TitleSource::Heuristic
+            )
+        {
+            self.spawn_title_generation(scope.clone(), id);
+        }
+        Ok(appended)
     }
 
     /// Appends a user message.
@@ -347,71 +437,108 @@ impl Conversations {
             .await
     }
 
-    async fn append_checked(
+    /// Edits a message: stores `replacement` as a new version of `message` (a sibling
+    /// with the same parent) and makes it the head. The earlier version and what
+    /// followed it stay, one branch switch away. To have the model answer the edited
+    /// question too, use [`Self::reply`] with [`ReplyRequest::edit`].
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] when `message` is not in the conversation; as
+    /// [`Self::append_with`].
+    pub async fn edit(
         &self,
         scope: &Scope,
         id: ConversationId,
-        messages: Vec<NewMessage>,
-        expected_version: Option<u64>,
+        message: MessageId,
+        replacement: NewMessage,
     ) -> Result<Appended> {
-        let mut appended = self
-            .inner
-            .store
-            .append_messages(scope, id, messages, expected_version)
-            .await?;
-        if appended.conversation.title_source == TitleSource::None
-            && let Some(title) = HeuristicTitles::title_for(&appended.messages)
-        {
-            match self
-                .inner
-                .store
-                .set_title_unless_user(scope, id, title, TitleSource::Heuristic)
-                .await
-            {
-                Ok(outcome) => appended.conversation = outcome.conversation,
-                Err(error) => {
-                    warn!(%scope, conversation = %id, %error, "could not store the heuristic title")
-                }
-            }
-        }
-        let has_reply = appended.messages.iter().any(|m| m.role == Role::Assistant);
-        if has_reply
-            && self.inner.titles.is_some()
-            && matches!(
-                appended.conversation.title_source,
-                TitleSource::None | TitleSource::Heuristic
-            )
-        {
-            self.spawn_title_generation(scope.clone(), id);
-        }
-        Ok(appended)
+        let edited = self.inner.store.get_message(scope, id, message).await?;
+        let parent = edited.parent_id.map_or(Parent::Root, Parent::Message);
+        self.append_with(scope, id, Append::one(replacement).parent(parent))
+            .await
     }
 
-    /// The context window the model would get now, chronological.
+    /// Switches branch: the head moves to the newest leaf under `message`, and pages,
+    /// `open` and the context read that branch.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] when `message` is not in the conversation.
+    pub async fn switch_branch(
+        &self,
+        scope: &Scope,
+        id: ConversationId,
+        message: MessageId,
+    ) -> Result<Conversation> {
+        self.update(scope, id, ConversationPatch::new().head(message))
+            .await
+    }
+
+    /// Forks: a new conversation in the same scope holding a copy of the path up to
+    /// `message` ([`Store::fork_conversation`]); the source is unchanged.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] when `message` is not in the conversation.
+    pub async fn fork(
+        &self,
+        scope: &Scope,
+        id: ConversationId,
+        message: MessageId,
+    ) -> Result<Conversation> {
+        self.inner.store.fork_conversation(scope, id, message).await
+    }
+
+    /// Deletes `message` and everything that follows it on any branch
+    /// ([`Store::delete_message`]), at `expected_version` when given.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] when `message` is not in the conversation (also when it was
+    /// deleted before); [`Error::Conflict`] on a version mismatch.
+    pub async fn delete_message(
+        &self,
+        scope: &Scope,
+        id: ConversationId,
+        message: MessageId,
+        expected_version: Option<u64>,
+    ) -> Result<Conversation> {
+        self.inner
+            .store
+            .delete_message(scope, id, message, expected_version)
+            .await
+    }
+
+    /// The context window the model would get now, chronological: the newest
+    /// messages of the active path, chosen by the [`ContextPolicy`].
     ///
     /// # Errors
     /// [`Error::NotFound`] when the conversation is not in `scope`.
     pub async fn context(&self, scope: &Scope, id: ConversationId) -> Result<Vec<Message>> {
+        self.context_ending_at(scope, id, None).await
+    }
+
+    /// The context window of the path ending at `leaf` (the head when `None`).
+    async fn context_ending_at(
+        &self,
+        scope: &Scope,
+        id: ConversationId,
+        leaf: Option<MessageId>,
+    ) -> Result<Vec<Message>> {
         let policy = &self.inner.policy;
+        let query = |n| RecentQuery { n, leaf };
         let mut recent = self
             .inner
             .store
-            .recent_messages(scope, id, policy.max_messages())
+            .recent_messages(scope, id, &query(policy.max_messages()))
             .await?;
-        if let Some(window) = policy.select(&recent) {
-            let start = recent.len() - window.len();
-            return Ok(recent.split_off(start));
+        if let Some(window) = policy.window(&recent) {
+            return Ok(window);
         }
         // The newest turn reaches further back than the window: read more of it.
-        let recent = self
+        recent = self
             .inner
             .store
-            .recent_messages(scope, id, MAX_RECENT_MESSAGES)
+            .recent_messages(scope, id, &query(MAX_RECENT_MESSAGES))
             .await?;
-        Ok(policy
-            .select(&recent)
-            .map(<[Message]>::to_vec)
-            .unwrap_or_default())
+        Ok(policy.window(&recent).unwrap_or_default())
     }
 
     /// Applies a patch (rename, pin, archive, metadata, expected version).
@@ -475,7 +602,37 @@ impl Conversations {
     /// # Errors
     /// [`Error::NotFound`].
     pub async fn delete(&self, scope: &Scope, id: ConversationId) -> Result<()> {
-        self.inner.store.delete_conversation(scope, id).await
+        self.inner.store.delete_conversation(scope, id, None).await
+    }
+
+    /// Deletes a conversation only at `expected_version`.
+    ///
+    /// # Errors
+    /// [`Error::Conflict`] when it is at another version (nothing deleted);
+    /// [`Error::NotFound`].
+    pub async fn delete_at_version(
+        &self,
+        scope: &Scope,
+        id: ConversationId,
+        expected_version: u64,
+    ) -> Result<()> {
+        self.inner
+            .store
+            .delete_conversation(scope, id, Some(expected_version))
+            .await
+    }
+
+    /// Searches the scope's conversations ([`Store::search`]).
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] for an empty or oversized text (field `q`), a bad
+    /// cursor or limit.
+    pub async fn search(
+        &self,
+        scope: &Scope,
+        query: &crate::SearchQuery,
+    ) -> Result<Page<crate::SearchHit>> {
+        self.inner.store.search(scope, query).await
     }
 
     /// Generates the title now and waits for it (e.g. a "regenerate title" button).
@@ -514,13 +671,16 @@ impl Conversations {
         tasks.reopen();
     }
 
-    /// Stops the service for good: waits for background title generations (each is
-    /// bounded by the title timeout), then closes the store ([`Store::close`]), so
+    /// Stops the service for good: stops the runs of this process (each stores what
+    /// its model had said, marked `cancelled`, and ends), waits for background title
+    /// generations (each is bounded by the title timeout), then closes the store
+    /// ([`Store::close`]), so
     /// that what was acknowledged is on disk and connections are closed. Afterwards,
     /// calls on this service or its clones get what the closed store answers
     /// ([`Error::Unavailable`] from the SQL stores). Calling it again does nothing
     /// more.
     pub async fn shutdown(&self) {
+        self.stop_runs().await;
         self.inner.tasks.close();
         self.inner.tasks.wait().await;
         self.inner.store.close().await;
@@ -544,13 +704,23 @@ impl Conversations {
         let span = tracing::info_span!("generate_title", %scope, conversation = %id);
         self.inner.tasks.spawn_on(
             async move {
-                match tokio::time::timeout(inner.title_timeout, inner.generate_title(&scope, id))
-                    .await
-                {
-                    Ok(Ok(outcome)) => debug!(applied = outcome.applied, "title generated"),
-                    Ok(Err(error)) => warn!(%error, "title generation failed; heuristic title kept"),
-                    Err(_) => warn!(timeout = ?inner.title_timeout, "title generation timed out; heuristic title kept"),
-                }
+                let generated =
+                    tokio::time::timeout(inner.title_timeout, inner.generate_title(&scope, id));
+                let outcome = match generated.await {
+                    Ok(Ok(outcome)) => {
+                        debug!(applied = outcome.applied, "title generated");
+                        "generated"
+                    }
+                    Ok(Err(error)) => {
+                        warn!(%error, "title generation failed; heuristic title kept");
+                        "failed"
+                    }
+                    Err(_) => {
+                        warn!(timeout = ?inner.title_timeout, "title generation timed out; heuristic title kept");
+                        "timed_out"
+                    }
+                };
+                metrics::counter!("conversation_titles_total", "outcome" => outcome).increment(1);
                 inner
                     .titling
                     .lock()
@@ -560,119 +730,6 @@ impl Conversations {
             .instrument(span),
             &runtime,
         );
-    }
-
-    /// Appends the user's message, then streams the model's reply to the context
-    /// window and stores it as one assistant message once the model has finished.
-    ///
-    /// The user's message is stored before the model is called, and stays stored
-    /// whatever happens to the reply. The reply is stored only when complete: a model
-    /// error, a stream cut off before the model finished, or dropping the stream
-    /// stores nothing of it. Storing the reply runs the title lifecycle.
-    ///
-    /// # Errors
-    /// [`Error::InvalidInput`] when `message` is not a user message;
-    /// [`Error::Backend`] when the service has no chat model
-    /// ([`ConversationsBuilder::chat_model`]); the store's errors; the model's error
-    /// when it refuses to start.
-    pub async fn reply(
-        &self,
-        scope: &Scope,
-        id: ConversationId,
-        message: NewMessage,
-        tools: Vec<ToolDefinition>,
-    ) -> Result<StreamingReply> {
-        let Some(model) = self.inner.model.clone() else {
-            return Err(Error::Backend {
-                message: "no chat model is configured: build the service with \
-                          `Conversations::builder(store).chat_model(model)`"
-                    .to_owned(),
-                source: None,
-            });
-        };
-        if message.role != Role::User {
-            return Err(Error::invalid(
-                "message.role",
-                "a reply answers a user message",
-            ));
-        }
-        let user = self.append(scope, id, vec![message]).await?;
-        let context = self.context(scope, id).await?;
-        let model_events = model
-            .stream_reply(ChatRequest::new(context).with_tools(tools))
-            .await?;
-        Ok(StreamingReply {
-            user,
-            events: self.relay_reply(scope.clone(), id, model_events),
-        })
-    }
-
-    fn relay_reply(
-        &self,
-        scope: Scope,
-        id: ConversationId,
-        model_events: crate::ReplyStream,
-    ) -> BoxStream<'static, Result<ReplyProgress>> {
-        enum State {
-            Streaming(crate::ReplyStream, ReplyCollector),
-            Finished(ReplyCollector),
-            Done,
-        }
-        let service = self.clone();
-        stream::unfold(
-            State::Streaming(model_events, ReplyCollector::new()),
-            move |state| {
-                let service = service.clone();
-                let scope = scope.clone();
-                async move {
-                    match state {
-                        State::Streaming(mut events, mut collector) => {
-                            let item = match events.next().await {
-                                Some(Ok(event)) => collector.push(&event).map(|()| event),
-                                Some(Err(error)) => Err(error),
-                                // Ended before `Finished`: `finish` reports the cut.
-                                None => {
-                                    return Some((
-                                        service.store_reply(&scope, id, collector).await,
-                                        State::Done,
-                                    ));
-                                }
-                            };
-                            match item {
-                                Ok(event) => {
-                                    let next = if matches!(event, ReplyEvent::Finished { .. }) {
-                                        State::Finished(collector)
-                                    } else {
-                                        State::Streaming(events, collector)
-                                    };
-                                    Some((Ok(ReplyProgress::Model(event)), next))
-                                }
-                                Err(error) => Some((Err(error), State::Done)),
-                            }
-                        }
-                        State::Finished(collector) => Some((
-                            service.store_reply(&scope, id, collector).await,
-                            State::Done,
-                        )),
-                        State::Done => None,
-                    }
-                }
-            },
-        )
-        .boxed()
-    }
-
-    /// Stores a complete reply; an incomplete one is refused by `finish`.
-    async fn store_reply(
-        &self,
-        scope: &Scope,
-        id: ConversationId,
-        collector: ReplyCollector,
-    ) -> Result<ReplyProgress> {
-        let reply = collector.finish()?;
-        self.append(scope, id, vec![reply.into_message()])
-            .await
-            .map(ReplyProgress::Stored)
     }
 }
 

@@ -4,7 +4,7 @@ use std::fmt::Debug;
 
 use async_trait::async_trait;
 
-use crate::{Error, Message, Result, Role};
+use crate::{Error, Message, NewMessage, Result, Role};
 
 /// The longest automatic (heuristic or generated) title, in characters, ellipsis
 /// included.
@@ -37,10 +37,19 @@ impl HeuristicTitles {
     /// The heuristic title of a conversation opening with `messages`, if its first
     /// user message has any text that survives [`sanitize_title`].
     pub fn title_for(messages: &[Message]) -> Option<String> {
+        Self::first_user_text(messages.iter().map(|m| (m.role, m.content.as_str())))
+    }
+
+    /// [`Self::title_for`] of messages about to be appended: the title hint of an
+    /// append ([`Append::title_hint`](crate::Append::title_hint)).
+    pub fn title_for_new(messages: &[NewMessage]) -> Option<String> {
+        Self::first_user_text(messages.iter().map(|m| (m.role, m.content.as_str())))
+    }
+
+    fn first_user_text<'a>(mut messages: impl Iterator<Item = (Role, &'a str)>) -> Option<String> {
         messages
-            .iter()
-            .find(|m| m.role == Role::User)
-            .and_then(|m| sanitize_title(&m.content))
+            .find(|(role, _)| *role == Role::User)
+            .and_then(|(_, content)| sanitize_title(content))
     }
 }
 
@@ -282,10 +291,11 @@ mod tests {
     async fn heuristic_titles_use_the_first_user_message() {
         use crate::{ConversationId, NewMessage};
         let id = ConversationId::new();
-        let at = crate::now();
+        let at = crate::backend::now();
         let messages = vec![
-            NewMessage::system("You are a SQL assistant").into_message(id, 1, at),
-            NewMessage::user("  show me the 10 largest tables\nplease").into_message(id, 2, at),
+            NewMessage::system("You are a SQL assistant").into_message(id, 1, None, at),
+            NewMessage::user("  show me the 10 largest tables\nplease")
+                .into_message(id, 2, None, at),
         ];
         assert_eq!(
             HeuristicTitles.generate_title(&messages).await.unwrap(),

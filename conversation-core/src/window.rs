@@ -36,6 +36,14 @@ impl TokenCounter for ApproxTokenCounter {
 /// results that follow it. The newest turn is always included whole, even when it
 /// alone exceeds a limit (an assistant's tool call with its results, or one message
 /// over the token budget): a window without the latest message is useless.
+///
+/// A window is always a sequence OpenAI-compatible servers accept
+/// ([`ContextPolicy::window`]): a tool call that was never answered (the user asked
+/// something else instead of sending its result) is left out of its assistant
+/// message, and the message too when nothing else is left of it; a tool result that
+/// answers no call of the assistant message just before it is left out. Stored
+/// messages are never changed: this shapes only what the model is sent. (The other
+/// choice, a synthetic "not run" result, would put words in the tool's mouth.)
 #[derive(Debug, Clone)]
 pub struct ContextPolicy {
     max_messages: usize,
@@ -92,6 +100,13 @@ impl ContextPolicy {
         self.token_budget
     }
 
+    /// The window of `recent` ([`Self::select`]) made acceptable to providers: tool
+    /// calls never answered are left out, and so are tool results that answer no
+    /// call just before them. `None` as for [`Self::select`].
+    pub fn window(&self, recent: &[Message]) -> Option<Vec<Message>> {
+        self.select(recent).map(pair_tool_calls)
+    }
+
     /// Chooses the window from `recent`, the conversation's newest messages in
     /// chronological order (at least [`Self::max_messages`] of them when the
     /// conversation has that many).
@@ -129,6 +144,54 @@ impl ContextPolicy {
     }
 }
 
+/// Keeps only tool calls answered by the tool results right after their assistant
+/// message, and only tool results answering those calls.
+fn pair_tool_calls(messages: &[Message]) -> Vec<Message> {
+    let mut out = Vec::with_capacity(messages.len());
+    let mut i = 0;
+    while i < messages.len() {
+        let message = &messages[i];
+        match message.role {
+            Role::Assistant if !message.tool_calls.is_empty() => {
+                let results_end = messages[i + 1..]
+                    .iter()
+                    .position(|m| m.role != Role::Tool)
+                    .map_or(messages.len(), |n| i + 1 + n);
+                let results = &messages[i + 1..results_end];
+                let mut assistant = message.clone();
+                assistant.tool_calls.retain(|call| {
+                    results
+                        .iter()
+                        .any(|r| r.tool_call_id.as_deref() == Some(call.id.as_str()))
+                });
+                let mut answered = std::collections::HashSet::new();
+                let kept_results: Vec<Message> = results
+                    .iter()
+                    .filter(|r| {
+                        r.tool_call_id.as_deref().is_some_and(|id| {
+                            assistant.tool_calls.iter().any(|c| c.id == id)
+                                && answered.insert(id.to_owned())
+                        })
+                    })
+                    .cloned()
+                    .collect();
+                if !assistant.tool_calls.is_empty() || !assistant.content.is_empty() {
+                    out.push(assistant);
+                    out.extend(kept_results);
+                }
+                i = results_end;
+            }
+            // A tool result that does not follow an assistant's call answers nothing.
+            Role::Tool => i += 1,
+            _ => {
+                out.push(message.clone());
+                i += 1;
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -136,7 +199,7 @@ mod tests {
 
     fn conversation(roles: &str) -> Vec<Message> {
         let id = ConversationId::new();
-        let at = crate::now();
+        let at = crate::backend::now();
         roles
             .chars()
             .enumerate()
@@ -153,7 +216,7 @@ mod tests {
                     's' => NewMessage::system("sys"),
                     _ => unreachable!(),
                 };
-                new.into_message(id, i as u64 + 1, at)
+                new.into_message(id, i as u64 + 1, None, at)
             })
             .collect()
     }
@@ -210,6 +273,39 @@ mod tests {
         assert_eq!(roles(policy.select(&messages).unwrap()), "a");
         let policy = ContextPolicy::default().with_token_budget(1, counter);
         assert_eq!(roles(policy.select(&messages).unwrap()), "a", "newest kept");
+    }
+
+    #[test]
+    fn unanswered_calls_and_orphan_results_are_left_out() {
+        let mut messages = conversation("uc");
+        // The call was never answered: the user asked again instead.
+        messages.extend(conversation("u"));
+        let window = ContextPolicy::default().window(&messages).unwrap();
+        assert_eq!(
+            roles(&window),
+            "uu",
+            "an empty assistant message with only an unanswered call goes"
+        );
+
+        let mut answered = conversation("uct");
+        answered[2].tool_call_id = Some(answered[1].tool_calls[0].id.clone());
+        let mut half = answered[1].clone();
+        half.content = "Two tools:".into();
+        half.tool_calls.push(ToolCall {
+            id: "never".into(),
+            name: "run_sql".into(),
+            arguments: serde_json::json!({}),
+        });
+        answered[1] = half;
+        answered.extend(conversation("ta"));
+        let window = ContextPolicy::default().window(&answered).unwrap();
+        assert_eq!(
+            roles(&window),
+            "ucta",
+            "the stray result goes, the answered call stays"
+        );
+        assert_eq!(window[1].tool_calls.len(), 1);
+        assert_eq!(window[1].content, "Two tools:");
     }
 
     #[test]

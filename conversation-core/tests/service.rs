@@ -12,10 +12,12 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use conversation_core::{
-    Appended, ChatModel, ChatRequest, ContextPolicy, Conversation, ConversationId,
-    ConversationPatch, ConversationQuery, Conversations, Error, FinishReason, Message, MessagePage,
-    MessageQuery, NewConversation, NewMessage, Page, ReplyEvent, ReplyProgress, ReplyStream,
-    Result, Role, Scope, Store, TitleGenerator, TitleOutcome, TitleSource, ToolCall,
+    Append, Appended, ChatModel, ChatRequest, ContextPolicy, Conversation, ConversationId,
+    ConversationPatch, ConversationQuery, Conversations, Error, ExpiredConversation, FinishReason,
+    ImportOutcome, ImportedConversation, Message, MessageId, MessagePage, MessageQuery,
+    NewConversation, NewMessage, NewRun, Page, RecentQuery, ReplyEvent, ReplyRequest, ReplyStream,
+    Result, RetentionQuery, Role, Run, RunId, RunOutcome, Scope, SearchHit, SearchQuery, Store,
+    TitleGenerator, TitleOutcome, TitleSource, ToolCall,
 };
 use conversation_store_memory::MemoryStore;
 use futures::{StreamExt as _, stream};
@@ -40,11 +42,22 @@ mock! {
         async fn get_conversation(&self, scope: &Scope, id: ConversationId) -> Result<Conversation>;
         async fn list_conversations(&self, scope: &Scope, query: &ConversationQuery) -> Result<Page<Conversation>>;
         async fn update_conversation(&self, scope: &Scope, id: ConversationId, patch: ConversationPatch) -> Result<Conversation>;
-        async fn delete_conversation(&self, scope: &Scope, id: ConversationId) -> Result<()>;
-        async fn append_messages(&self, scope: &Scope, id: ConversationId, messages: Vec<NewMessage>, expected_version: Option<u64>) -> Result<Appended>;
+        async fn delete_conversation(&self, scope: &Scope, id: ConversationId, expected_version: Option<u64>) -> Result<()>;
+        async fn append_messages(&self, scope: &Scope, id: ConversationId, append: Append) -> Result<Appended>;
+        async fn get_message(&self, scope: &Scope, id: ConversationId, message: MessageId) -> Result<Message>;
         async fn list_messages(&self, scope: &Scope, id: ConversationId, query: &MessageQuery) -> Result<MessagePage>;
-        async fn recent_messages(&self, scope: &Scope, id: ConversationId, n: usize) -> Result<Vec<Message>>;
+        async fn recent_messages(&self, scope: &Scope, id: ConversationId, query: &RecentQuery) -> Result<Vec<Message>>;
+        async fn delete_message(&self, scope: &Scope, id: ConversationId, message: MessageId, expected_version: Option<u64>) -> Result<Conversation>;
+        async fn fork_conversation(&self, scope: &Scope, id: ConversationId, message: MessageId) -> Result<Conversation>;
         async fn set_title_unless_user(&self, scope: &Scope, id: ConversationId, title: String, source: TitleSource) -> Result<TitleOutcome>;
+        async fn start_run(&self, scope: &Scope, id: ConversationId, run: NewRun) -> Result<Run>;
+        async fn renew_run(&self, scope: &Scope, id: ConversationId, run: RunId, lease: Duration) -> Result<Run>;
+        async fn cancel_run(&self, scope: &Scope, id: ConversationId, run: RunId) -> Result<Run>;
+        async fn finish_run(&self, scope: &Scope, id: ConversationId, run: RunId, outcome: RunOutcome) -> Result<Run>;
+        async fn get_run(&self, scope: &Scope, id: ConversationId, run: RunId) -> Result<Run>;
+        async fn search(&self, scope: &Scope, query: &SearchQuery) -> Result<Page<SearchHit>>;
+        async fn import_conversation(&self, scope: &Scope, conversation: ImportedConversation) -> Result<ImportOutcome>;
+        async fn list_expired(&self, query: &RetentionQuery) -> Result<Vec<ExpiredConversation>>;
     }
 }
 
@@ -82,66 +95,6 @@ impl TitleGenerator for Hanging {
     async fn generate_title(&self, _: &[Message]) -> Result<String> {
         std::future::pending().await
     }
-}
-
-/// A model that plays back a script, optionally never ending after it.
-#[derive(Debug)]
-struct ScriptedModel {
-    script: Vec<Result<ReplyEvent>>,
-    hang_after: bool,
-    requests: AtomicUsize,
-    last_context: std::sync::Mutex<Vec<Message>>,
-}
-
-impl ScriptedModel {
-    fn new(script: Vec<Result<ReplyEvent>>) -> Arc<Self> {
-        Arc::new(Self {
-            script,
-            hang_after: false,
-            requests: AtomicUsize::new(0),
-            last_context: std::sync::Mutex::new(Vec::new()),
-        })
-    }
-
-    fn hanging(script: Vec<Result<ReplyEvent>>) -> Arc<Self> {
-        Arc::new(Self {
-            hang_after: true,
-            ..Arc::into_inner(Self::new(script)).unwrap()
-        })
-    }
-}
-
-#[async_trait]
-impl ChatModel for ScriptedModel {
-    async fn stream_reply(&self, request: ChatRequest) -> Result<ReplyStream> {
-        self.requests.fetch_add(1, Ordering::SeqCst);
-        *self.last_context.lock().unwrap() = request.messages;
-        let events = self
-            .script
-            .iter()
-            .map(|event| match event {
-                Ok(event) => Ok(event.clone()),
-                Err(error) => Err(Error::unavailable(error.to_string(), "scripted")),
-            })
-            .collect::<Vec<_>>();
-        let played = stream::iter(events);
-        Ok(if self.hang_after {
-            played.chain(stream::pending()).boxed()
-        } else {
-            played.boxed()
-        })
-    }
-}
-
-fn delta(text: &str) -> Result<ReplyEvent> {
-    Ok(ReplyEvent::Delta { text: text.into() })
-}
-
-fn finished() -> Result<ReplyEvent> {
-    Ok(ReplyEvent::Finished {
-        reason: FinishReason::Stop,
-        usage: None,
-    })
 }
 
 async fn stored_roles(service: &Conversations, id: ConversationId) -> Vec<Role> {
@@ -410,7 +363,7 @@ async fn an_unavailable_store_is_reported_as_transient() {
     store
         .expect_append_messages()
         .times(1)
-        .returning(|_, _, _, _| Err(unavailable()));
+        .returning(|_, _, _| Err(unavailable()));
     let service = Conversations::new(Arc::new(store));
     let result = service
         .append_user(&scope(), ConversationId::new(), "hello")
@@ -425,129 +378,42 @@ async fn an_unavailable_store_is_reported_as_transient() {
 }
 
 #[tokio::test]
-async fn a_failing_title_write_does_not_fail_the_append() {
-    let chat = Conversation {
-        id: ConversationId::new(),
-        scope: scope(),
-        title: None,
-        title_source: TitleSource::None,
-        created_at: conversation_core::now(),
-        updated_at: conversation_core::now(),
-        message_count: 1,
-        pinned: false,
-        archived: false,
-        metadata: Default::default(),
-        version: 2,
-    };
-    let stored = NewMessage::user("first question").into_message(chat.id, 1, chat.updated_at);
-    let appended = Appended {
-        conversation: chat.clone(),
-        messages: vec![stored],
-    };
+async fn the_first_question_titles_the_conversation_in_its_own_append() {
+    // One write, not two: the heuristic title rides on the append as a hint, and no
+    // separate title write follows (the mock refuses any call it does not expect).
     let mut store = MockFaultyStore::new();
     store
         .expect_append_messages()
         .times(1)
-        .returning(move |_, _, _, _| Ok(appended.clone()));
-    store
-        .expect_set_title_unless_user()
-        .times(1)
-        .withf(|_, _, title, source| title == "first question" && *source == TitleSource::Heuristic)
-        .returning(|_, _, _, _| Err(unavailable()));
+        .withf(|_, _, append| append.title_hint.as_deref() == Some("first question"))
+        .returning(|_, _, append| Err(Error::invalid("test", format!("{:?}", append.title_hint))));
     let service = Conversations::new(Arc::new(store));
     let result = service
-        .append_user(&scope(), chat.id, "first question")
-        .await
-        .expect("the message is stored; the title is best effort");
-    assert_eq!(result.messages[0].content, "first question");
-    assert_eq!(result.conversation.title, None);
-}
-
-#[tokio::test]
-async fn a_store_failing_on_the_reply_write_reports_it_and_keeps_the_user_message() {
-    #[derive(Debug)]
-    struct FailAssistantAppends(MemoryStore);
-    // Delegates to a real store, failing only assistant appends: the fault is forced
-    // into the reply's final write.
-    #[async_trait]
-    impl Store for FailAssistantAppends {
-        async fn create_conversation(&self, s: &Scope, n: NewConversation) -> Result<Conversation> {
-            self.0.create_conversation(s, n).await
-        }
-        async fn get_conversation(&self, s: &Scope, id: ConversationId) -> Result<Conversation> {
-            self.0.get_conversation(s, id).await
-        }
-        async fn list_conversations(
-            &self,
-            s: &Scope,
-            q: &ConversationQuery,
-        ) -> Result<Page<Conversation>> {
-            self.0.list_conversations(s, q).await
-        }
-        async fn update_conversation(
-            &self,
-            s: &Scope,
-            id: ConversationId,
-            p: ConversationPatch,
-        ) -> Result<Conversation> {
-            self.0.update_conversation(s, id, p).await
-        }
-        async fn delete_conversation(&self, s: &Scope, id: ConversationId) -> Result<()> {
-            self.0.delete_conversation(s, id).await
-        }
-        async fn append_messages(
-            &self,
-            s: &Scope,
-            id: ConversationId,
-            m: Vec<NewMessage>,
-            v: Option<u64>,
-        ) -> Result<Appended> {
-            if m.iter().any(|m| m.role == Role::Assistant) {
-                return Err(unavailable());
-            }
-            self.0.append_messages(s, id, m, v).await
-        }
-        async fn list_messages(
-            &self,
-            s: &Scope,
-            id: ConversationId,
-            q: &MessageQuery,
-        ) -> Result<MessagePage> {
-            self.0.list_messages(s, id, q).await
-        }
-        async fn recent_messages(
-            &self,
-            s: &Scope,
-            id: ConversationId,
-            n: usize,
-        ) -> Result<Vec<Message>> {
-            self.0.recent_messages(s, id, n).await
-        }
-        async fn set_title_unless_user(
-            &self,
-            s: &Scope,
-            id: ConversationId,
-            t: String,
-            src: TitleSource,
-        ) -> Result<TitleOutcome> {
-            self.0.set_title_unless_user(s, id, t, src).await
-        }
-    }
-    let model: Arc<dyn ChatModel> = ScriptedModel::new(vec![delta("fine"), finished()]);
-    let service = Conversations::builder(Arc::new(FailAssistantAppends(MemoryStore::new())))
-        .chat_model(model)
-        .build();
-    let chat = new_chat(&service).await;
-    let reply = service
-        .reply(&scope(), chat.id, NewMessage::user("q"), vec![])
-        .await
-        .unwrap();
-    let items: Vec<_> = reply.events.collect().await;
+        .append_user(&scope(), ConversationId::new(), "first question")
+        .await;
     assert!(
-        matches!(items.last(), Some(Err(e)) if e.is_transient()),
-        "{items:?}"
+        matches!(result, Err(Error::InvalidInput { .. })),
+        "{result:?}"
     );
-    assert_eq!(stored_roles(&service, chat.id).await, vec![Role::User]);
+    // A batch without user text carries no hint.
+    let mut store = MockFaultyStore::new();
+    store
+        .expect_append_messages()
+        .times(1)
+        .withf(|_, _, append| append.title_hint.is_none())
+        .returning(|_, _, _| Err(unavailable()));
+    let service = Conversations::new(Arc::new(store));
+    let result = service
+        .append(
+            &scope(),
+            ConversationId::new(),
+            vec![NewMessage::system("Be terse.")],
+        )
+        .await;
+    assert!(
+        matches!(result, Err(Error::Unavailable { .. })),
+        "{result:?}"
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -643,193 +509,6 @@ async fn open_returns_the_conversation_and_its_newest_page() {
 }
 
 #[tokio::test]
-async fn a_reply_streams_then_stores_the_assistant_message_and_titles() {
-    let mut titles = MockTitles::new();
-    titles
-        .expect_generate_title()
-        .times(1)
-        .returning(|_| Ok("Largest tables".to_owned()));
-    let call = ToolCall {
-        id: "call_1".into(),
-        name: "run_sql".into(),
-        arguments: json!({"sql": "select 1"}),
-    };
-    let scripted = ScriptedModel::new(vec![
-        delta("Checking"),
-        delta("…"),
-        Ok(ReplyEvent::ToolCall { call: call.clone() }),
-        Ok(ReplyEvent::Finished {
-            reason: FinishReason::ToolCalls,
-            usage: None,
-        }),
-    ]);
-    let model: Arc<dyn ChatModel> = scripted.clone();
-    let service = Conversations::builder(memory())
-        .title_generator(Arc::new(titles))
-        .chat_model(model)
-        .build();
-    let chat = new_chat(&service).await;
-    service
-        .append(
-            &scope(),
-            chat.id,
-            vec![NewMessage::system("You are terse.")],
-        )
-        .await
-        .unwrap();
-    let reply = service
-        .reply(
-            &scope(),
-            chat.id,
-            NewMessage::user("Largest tables?"),
-            vec![],
-        )
-        .await
-        .unwrap();
-    assert_eq!(reply.user.messages[0].seq, 2);
-    assert_eq!(
-        reply.user.conversation.title.as_deref(),
-        Some("Largest tables?")
-    );
-    let items: Vec<ReplyProgress> = reply.events.map(|item| item.unwrap()).collect().await;
-    assert_eq!(items.len(), 5);
-    assert!(
-        matches!(&items[0], ReplyProgress::Model(ReplyEvent::Delta { text }) if text == "Checking")
-    );
-    let ReplyProgress::Stored(stored) = &items[4] else {
-        panic!("the last item is the stored reply: {items:?}");
-    };
-    let assistant = &stored.messages[0];
-    assert_eq!(assistant.seq, 3);
-    assert_eq!(assistant.content, "Checking…");
-    assert_eq!(assistant.tool_calls, vec![call]);
-    assert_eq!(assistant.metadata["finishReason"], json!("tool_calls"));
-    let context = scripted.last_context.lock().unwrap().clone();
-    assert_eq!(
-        context.iter().map(|m| m.role).collect::<Vec<_>>(),
-        vec![Role::System, Role::User],
-        "the model saw the window, user message included"
-    );
-    service.wait_for_titles().await;
-    assert_eq!(
-        service
-            .get(&scope(), chat.id)
-            .await
-            .unwrap()
-            .title
-            .as_deref(),
-        Some("Largest tables")
-    );
-}
-
-#[tokio::test]
-async fn a_failed_or_cut_off_reply_stores_nothing_of_it() {
-    let cases: Vec<(&str, Arc<ScriptedModel>)> = vec![
-        (
-            "error mid-stream",
-            ScriptedModel::new(vec![
-                delta("partial"),
-                Err(Error::unavailable("upstream reset", "x")),
-                delta("never"),
-                finished(),
-            ]),
-        ),
-        ("stream cut off", ScriptedModel::new(vec![delta("partial")])),
-    ];
-    for (case, scripted) in cases {
-        let service = Conversations::builder(memory())
-            .chat_model(scripted)
-            .build();
-        let chat = new_chat(&service).await;
-        let reply = service
-            .reply(&scope(), chat.id, NewMessage::user("q"), vec![])
-            .await
-            .unwrap();
-        let items: Vec<_> = reply.events.collect().await;
-        assert!(
-            matches!(items.last(), Some(Err(e)) if e.is_transient()),
-            "{case}: {items:?}"
-        );
-        assert!(
-            !items
-                .iter()
-                .any(|i| matches!(i, Ok(ReplyProgress::Stored(_)))),
-            "{case}"
-        );
-        assert_eq!(
-            stored_roles(&service, chat.id).await,
-            vec![Role::User],
-            "{case}"
-        );
-    }
-}
-
-#[tokio::test]
-async fn dropping_the_reply_stream_cancels_it_and_stores_nothing() {
-    let store = memory();
-    let service = Conversations::builder(store.clone())
-        .chat_model(ScriptedModel::hanging(vec![delta("thinking")]))
-        .build();
-    let chat = new_chat(&service).await;
-    let mut reply = service
-        .reply(&scope(), chat.id, NewMessage::user("q"), vec![])
-        .await
-        .unwrap();
-    let first = reply.events.next().await.unwrap().unwrap();
-    assert!(matches!(
-        first,
-        ReplyProgress::Model(ReplyEvent::Delta { .. })
-    ));
-    drop(reply);
-    tokio::time::sleep(Duration::from_millis(20)).await;
-    assert_eq!(stored_roles(&service, chat.id).await, vec![Role::User]);
-    // The conversation stays usable.
-    let service = Conversations::builder(store)
-        .chat_model(ScriptedModel::new(vec![delta("ok"), finished()]))
-        .build();
-    let reply = service
-        .reply(&scope(), chat.id, NewMessage::user("again"), vec![])
-        .await
-        .unwrap();
-    let items: Vec<_> = reply.events.collect().await;
-    assert!(matches!(items.last(), Some(Ok(ReplyProgress::Stored(_)))));
-    assert_eq!(
-        stored_roles(&service, chat.id).await,
-        vec![Role::User, Role::User, Role::Assistant]
-    );
-}
-
-#[tokio::test]
-async fn a_model_that_refuses_to_start_leaves_the_user_message_stored() {
-    #[derive(Debug)]
-    struct Refusing;
-    #[async_trait]
-    impl ChatModel for Refusing {
-        async fn stream_reply(&self, _: ChatRequest) -> Result<ReplyStream> {
-            Err(Error::Backend {
-                message: "invalid API key".into(),
-                source: None,
-            })
-        }
-    }
-    let service = Conversations::builder(memory())
-        .chat_model(Arc::new(Refusing))
-        .build();
-    let chat = new_chat(&service).await;
-    let result = service
-        .reply(&scope(), chat.id, NewMessage::user("hello"), vec![])
-        .await;
-    assert!(matches!(result, Err(Error::Backend { .. })));
-    assert_eq!(stored_roles(&service, chat.id).await, vec![Role::User]);
-    assert!(matches!(
-        service
-            .reply(&scope(), chat.id, NewMessage::assistant("x"), vec![])
-            .await,
-        Err(Error::InvalidInput { .. })
-    ));
-}
-
-#[tokio::test]
 async fn without_a_generator_the_heuristic_title_stays_labelled_heuristic() {
     let service = Conversations::new(memory());
     let titled = asked_and_answered(&service, "Disk usage by table", "Here it is.").await;
@@ -855,20 +534,6 @@ async fn without_a_generator_the_heuristic_title_stays_labelled_heuristic() {
 }
 
 #[tokio::test]
-async fn a_reply_without_a_configured_model_is_refused_and_stores_nothing() {
-    let service = Conversations::new(memory());
-    let chat = new_chat(&service).await;
-    let refused = service
-        .reply(&scope(), chat.id, NewMessage::user("hello"), vec![])
-        .await;
-    assert!(
-        matches!(&refused, Err(Error::Backend { message, .. }) if message.contains("chat_model")),
-        "{refused:?}"
-    );
-    assert!(stored_roles(&service, chat.id).await.is_empty());
-}
-
-#[tokio::test]
 async fn shutdown_waits_for_pending_titles() {
     #[derive(Debug)]
     struct Slow;
@@ -891,3 +556,6 @@ async fn shutdown_waits_for_pending_titles() {
     );
     assert_eq!(chat.title_source, TitleSource::Generated);
 }
+
+#[path = "service/runs.rs"]
+mod runs;

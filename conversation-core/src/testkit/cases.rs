@@ -5,13 +5,31 @@ use std::fmt::Debug;
 use std::sync::Arc;
 use std::time::Duration;
 
+use chrono::TimeDelta;
 use serde_json::json;
 
+use crate::testkit::ManualClock;
+
 use crate::{
-    ArchivedFilter, Conversation, ConversationId, ConversationPatch, ConversationQuery, Error,
-    MAX_RECENT_MESSAGES, Message, MessageId, MessageQuery, Metadata, NewConversation, NewMessage,
-    Result, Role, Scope, Store, TitleSource, ToolCall,
+    Append, ArchivedFilter, Conversation, ConversationId, ConversationPatch, ConversationQuery,
+    Error, MAX_RECENT_MESSAGES, Message, MessageId, MessageQuery, MessageView, Metadata,
+    NewConversation, NewMessage, Parent, RecentQuery, Result, Role, Scope, Store, TitleSource,
+    ToolCall,
 };
+
+mod concurrency;
+mod lifecycle;
+mod metadata;
+mod runs;
+mod search;
+mod tree;
+
+pub use concurrency::*;
+pub use lifecycle::*;
+pub use metadata::*;
+pub use runs::*;
+pub use search::*;
+pub use tree::*;
 
 // ---------------------------------------------------------------------------
 // Helpers
@@ -79,7 +97,7 @@ async fn chat_with_messages<S: Store>(store: &S, scope: &Scope, n: usize) -> Con
             .collect();
         seq += batch.len();
         store
-            .append_messages(scope, chat.id, batch, None)
+            .append_messages(scope, chat.id, Append::new(batch))
             .await
             .unwrap();
     }
@@ -88,6 +106,80 @@ async fn chat_with_messages<S: Store>(store: &S, scope: &Scope, n: usize) -> Con
 
 fn seqs(messages: &[Message]) -> Vec<u64> {
     messages.iter().map(|m| m.seq).collect()
+}
+
+fn contents(messages: &[Message]) -> Vec<&str> {
+    messages.iter().map(|m| m.content.as_str()).collect()
+}
+
+fn message_ids(messages: &[Message]) -> Vec<MessageId> {
+    messages.iter().map(|m| m.id).collect()
+}
+
+/// Appends one user message with `content` at `parent`; returns it as stored.
+async fn add<S: Store>(
+    store: &S,
+    scope: &Scope,
+    chat: ConversationId,
+    parent: Parent,
+    content: &str,
+) -> Message {
+    store
+        .append_messages(
+            scope,
+            chat,
+            Append::one(NewMessage::user(content)).parent(parent),
+        )
+        .await
+        .unwrap()
+        .messages
+        .remove(0)
+}
+
+/// Every message of `view`, read forwards in small pages.
+async fn read_view<S: Store>(
+    store: &S,
+    scope: &Scope,
+    chat: ConversationId,
+    view: MessageView,
+) -> Vec<Message> {
+    let mut messages: Vec<Message> = Vec::new();
+    loop {
+        let after = messages.last().map_or(0, |m| m.seq);
+        let query = MessageQuery::after(after).limit(7).view(view);
+        let page = store.list_messages(scope, chat, &query).await.unwrap();
+        messages.extend(page.items);
+        if !page.has_more {
+            return messages;
+        }
+        assert!(messages.len() < 100_000, "the pages never end");
+    }
+}
+
+/// The active path as every read gives it: forward pages, the newest page and the
+/// window agree, and it is a chain from a root to the head.
+async fn path_of<S: Store>(store: &S, scope: &Scope, chat: ConversationId) -> Vec<Message> {
+    let forwards = read_view(store, scope, chat, MessageView::Path).await;
+    let newest = store
+        .list_messages(scope, chat, &MessageQuery::latest().limit(200))
+        .await
+        .unwrap();
+    let window = store
+        .recent_messages(scope, chat, &RecentQuery::new(MAX_RECENT_MESSAGES))
+        .await
+        .unwrap();
+    if forwards.len() <= 200 {
+        assert_eq!(newest.items, forwards, "the newest page is the path's end");
+    }
+    assert_eq!(window, forwards, "the window reads the path");
+    let mut parent = None;
+    for message in &forwards {
+        assert_eq!(message.parent_id, parent, "the path is a chain");
+        parent = Some(message.id);
+    }
+    let conversation = store.get_conversation(scope, chat).await.unwrap();
+    assert_eq!(conversation.head_id, parent, "the path ends at the head");
+    forwards
 }
 
 fn ids(conversations: &[Conversation]) -> Vec<ConversationId> {
@@ -173,16 +265,34 @@ pub async fn get_unknown_is_not_found<S: Store>(store: Arc<S>) {
         "list_messages",
     );
     assert_not_found(
-        store.recent_messages(&scope, id, 20).await,
+        store
+            .recent_messages(&scope, id, &RecentQuery::new(20))
+            .await,
         "recent_messages",
     );
     assert_not_found(
         store
-            .append_messages(&scope, id, vec![NewMessage::user("hi")], None)
+            .append_messages(&scope, id, Append::new(vec![NewMessage::user("hi")]))
             .await,
         "append",
     );
-    assert_not_found(store.delete_conversation(&scope, id).await, "delete");
+    assert_not_found(store.delete_conversation(&scope, id, None).await, "delete");
+    let message = MessageId::new();
+    assert_not_found(store.get_message(&scope, id, message).await, "get_message");
+    assert_not_found(
+        store.delete_message(&scope, id, message, None).await,
+        "delete_message",
+    );
+    assert_not_found(
+        store.fork_conversation(&scope, id, message).await,
+        "fork_conversation",
+    );
+    assert_not_found(
+        store
+            .update_conversation(&scope, id, ConversationPatch::new().head(message))
+            .await,
+        "switch",
+    );
 }
 
 /// Promise 1: every method called with another scope is `NotFound` and changes
@@ -207,7 +317,7 @@ pub async fn isolation_on_every_method<S: Store>(store: Arc<S>) {
     );
     assert_not_found(
         store
-            .append_messages(&b, id, vec![NewMessage::user("injected")], None)
+            .append_messages(&b, id, Append::new(vec![NewMessage::user("injected")]))
             .await,
         "append",
     );
@@ -215,18 +325,53 @@ pub async fn isolation_on_every_method<S: Store>(store: Arc<S>) {
         store.list_messages(&b, id, &MessageQuery::latest()).await,
         "list_messages",
     );
-    assert_not_found(store.recent_messages(&b, id, 20).await, "recent_messages");
+    assert_not_found(
+        store.recent_messages(&b, id, &RecentQuery::new(20)).await,
+        "recent_messages",
+    );
     assert_not_found(
         store
             .set_title_unless_user(&b, id, "stolen".into(), TitleSource::Generated)
             .await,
         "set_title",
     );
-    assert_not_found(store.delete_conversation(&b, id).await, "delete");
+    assert_not_found(store.delete_conversation(&b, id, None).await, "delete");
+    let messages = store
+        .recent_messages(&a, id, &RecentQuery::new(20))
+        .await
+        .unwrap();
+    let first = messages[0].id;
+    assert_not_found(store.get_message(&b, id, first).await, "get_message");
+    assert_not_found(
+        store.delete_message(&b, id, first, None).await,
+        "delete_message",
+    );
+    assert_not_found(
+        store.fork_conversation(&b, id, first).await,
+        "fork_conversation",
+    );
+    assert_not_found(
+        store
+            .update_conversation(&b, id, ConversationPatch::new().head(first))
+            .await,
+        "switch",
+    );
+    assert_not_found(
+        store
+            .recent_messages(&b, id, &RecentQuery::new(5).ending_at(first))
+            .await,
+        "recent_messages ending at a message",
+    );
 
     // Nothing of A changed.
     assert_eq!(store.get_conversation(&a, id).await.unwrap(), chat);
-    let messages = store.recent_messages(&a, id, 20).await.unwrap();
+    assert_eq!(
+        store
+            .recent_messages(&a, id, &RecentQuery::new(20))
+            .await
+            .unwrap(),
+        messages
+    );
     assert_eq!(seqs(&messages), vec![1, 2, 3]);
 
     // Lists never mix scopes, whatever the filter.
@@ -256,7 +401,8 @@ pub async fn isolation_on_every_method<S: Store>(store: Arc<S>) {
 // ---------------------------------------------------------------------------
 // Appends
 
-/// Promise 2 and 3: seqs follow on from the count; the counters move with the append.
+/// Promises 2 and 3: seqs follow on from `last_seq`; the counters and the head move
+/// with the append.
 pub async fn append_assigns_seq_and_moves_counters<S: Store>(store: Arc<S>) {
     let scope = fresh_scope("append");
     let chat = new_chat(&*store, &scope).await;
@@ -265,13 +411,14 @@ pub async fn append_assigns_seq_and_moves_counters<S: Store>(store: Arc<S>) {
         .append_messages(
             &scope,
             chat.id,
-            vec![NewMessage::user("one"), NewMessage::assistant("two")],
-            None,
+            Append::new(vec![NewMessage::user("one"), NewMessage::assistant("two")]),
         )
         .await
         .unwrap();
     assert_eq!(seqs(&first.messages), vec![1, 2]);
     assert_eq!(first.conversation.message_count, 2);
+    assert_eq!(first.conversation.last_seq, 2);
+    assert_eq!(first.conversation.head_id, Some(first.messages[1].id));
     assert_eq!(
         first.conversation.version,
         chat.version + 1,
@@ -290,11 +437,17 @@ pub async fn append_assigns_seq_and_moves_counters<S: Store>(store: Arc<S>) {
     assert_eq!(first.messages[1].content, "two");
 
     let second = store
-        .append_messages(&scope, chat.id, vec![NewMessage::user("three")], None)
+        .append_messages(
+            &scope,
+            chat.id,
+            Append::new(vec![NewMessage::user("three")]),
+        )
         .await
         .unwrap();
     assert_eq!(seqs(&second.messages), vec![3]);
     assert_eq!(second.conversation.message_count, 3);
+    assert_eq!(second.conversation.last_seq, 3);
+    assert_eq!(second.conversation.head_id, Some(second.messages[0].id));
     assert_eq!(second.conversation.version, chat.version + 2);
     assert!(second.conversation.updated_at >= first.conversation.updated_at);
 
@@ -302,13 +455,17 @@ pub async fn append_assigns_seq_and_moves_counters<S: Store>(store: Arc<S>) {
         store.get_conversation(&scope, chat.id).await.unwrap(),
         second.conversation
     );
-    let all = store.recent_messages(&scope, chat.id, 10).await.unwrap();
+    let all = store
+        .recent_messages(&scope, chat.id, &RecentQuery::new(10))
+        .await
+        .unwrap();
     let expected: Vec<Message> = first.messages.into_iter().chain(second.messages).collect();
     assert_eq!(all, expected, "what append returns is what is stored");
 }
 
 /// Promise 2: 8 concurrent appenders × 50 messages into one conversation give seqs
-/// 1..=400 with no gap, no duplicate, each appender's messages in its own order.
+/// 1..=400 with no gap, no duplicate, each appender's messages in its own order,
+/// and one chain: every append followed the head of its moment.
 pub async fn seq_is_gap_free_under_concurrent_appenders<S: Store>(store: Arc<S>) {
     const WRITERS: usize = 8;
     const EACH: usize = 50;
@@ -325,8 +482,7 @@ pub async fn seq_is_gap_free_under_concurrent_appenders<S: Store>(store: Arc<S>)
                     .append_messages(
                         &scope,
                         chat.id,
-                        vec![NewMessage::user(format!("w{writer}-{i}"))],
-                        None,
+                        Append::new(vec![NewMessage::user(format!("w{writer}-{i}"))]),
                     )
                     .await
                     .unwrap();
@@ -349,7 +505,7 @@ pub async fn seq_is_gap_free_under_concurrent_appenders<S: Store>(store: Arc<S>)
     assert_eq!(conversation.message_count, (WRITERS * EACH) as u64);
     assert_eq!(conversation.version, chat.version + (WRITERS * EACH) as u64);
     let stored = store
-        .recent_messages(&scope, chat.id, WRITERS * EACH)
+        .recent_messages(&scope, chat.id, &RecentQuery::new(WRITERS * EACH))
         .await
         .unwrap();
     assert_eq!(
@@ -361,6 +517,17 @@ pub async fn seq_is_gap_free_under_concurrent_appenders<S: Store>(store: Arc<S>)
         acknowledged, stored,
         "every acknowledged message is stored, once"
     );
+    assert_eq!(conversation.last_seq, (WRITERS * EACH) as u64);
+    assert_eq!(conversation.head_id, stored.last().map(|m| m.id));
+    let mut parent = None;
+    for message in &stored {
+        assert_eq!(
+            message.parent_id, parent,
+            "seq {} left the chain",
+            message.seq
+        );
+        parent = Some(message.id);
+    }
 }
 
 /// Promise 3 under concurrency: concurrent batches never interleave.
@@ -377,7 +544,7 @@ pub async fn concurrent_batches_stay_contiguous<S: Store>(store: Arc<S>) {
                     .map(|k| NewMessage::user(format!("w{writer}-r{round}-{k}")))
                     .collect();
                 store
-                    .append_messages(&scope, chat.id, batch, None)
+                    .append_messages(&scope, chat.id, Append::new(batch))
                     .await
                     .unwrap();
             }
@@ -386,7 +553,10 @@ pub async fn concurrent_batches_stay_contiguous<S: Store>(store: Arc<S>) {
     for task in tasks {
         task.await.unwrap();
     }
-    let stored = store.recent_messages(&scope, chat.id, 200).await.unwrap();
+    let stored = store
+        .recent_messages(&scope, chat.id, &RecentQuery::new(200))
+        .await
+        .unwrap();
     assert_eq!(seqs(&stored), (1..=120).collect::<Vec<_>>());
     for batch in stored.chunks(3) {
         let prefix = |m: &Message| m.content.rsplit_once('-').map(|(p, _)| p.to_owned());
@@ -412,7 +582,7 @@ pub async fn batch_is_atomic<S: Store>(store: Arc<S>) {
     ];
     assert_invalid(
         store
-            .append_messages(&scope, chat.id, bad_batch, None)
+            .append_messages(&scope, chat.id, Append::new(bad_batch))
             .await,
         "messages[2].content",
     );
@@ -420,18 +590,23 @@ pub async fn batch_is_atomic<S: Store>(store: Arc<S>) {
         .append_messages(
             &scope,
             chat.id,
-            vec![NewMessage::user("a"), NewMessage::user("b")],
-            Some(chat.version + 7),
+            Append::new(vec![NewMessage::user("a"), NewMessage::user("b")])
+                .expect_version(chat.version + 7),
         )
         .await;
     assert!(matches!(stale, Err(Error::Conflict { .. })), "{stale:?}");
     assert_eq!(store.get_conversation(&scope, chat.id).await.unwrap(), chat);
     assert_eq!(
-        seqs(&store.recent_messages(&scope, chat.id, 10).await.unwrap()),
+        seqs(
+            &store
+                .recent_messages(&scope, chat.id, &RecentQuery::new(10))
+                .await
+                .unwrap()
+        ),
         vec![1, 2]
     );
     let ok = store
-        .append_messages(&scope, chat.id, vec![NewMessage::user("next")], None)
+        .append_messages(&scope, chat.id, Append::new(vec![NewMessage::user("next")]))
         .await
         .unwrap();
     assert_eq!(
@@ -450,8 +625,7 @@ pub async fn idempotent_retry_writes_nothing<S: Store>(store: Arc<S>) {
         .append_messages(
             &scope,
             chat.id,
-            vec![NewMessage::user("only once").with_id(id)],
-            None,
+            Append::new(vec![NewMessage::user("only once").with_id(id)]),
         )
         .await
         .unwrap();
@@ -462,8 +636,8 @@ pub async fn idempotent_retry_writes_nothing<S: Store>(store: Arc<S>) {
         .append_messages(
             &scope,
             chat.id,
-            vec![NewMessage::user("only once, changed").with_id(id)],
-            Some(chat.version),
+            Append::new(vec![NewMessage::user("only once, changed").with_id(id)])
+                .expect_version(chat.version),
         )
         .await
         .unwrap();
@@ -479,17 +653,22 @@ pub async fn idempotent_retry_writes_nothing<S: Store>(store: Arc<S>) {
         .append_messages(
             &scope,
             chat.id,
-            vec![
+            Append::new(vec![
                 NewMessage::user("only once").with_id(id),
                 NewMessage::assistant("new").with_id(fresh),
                 NewMessage::user("new, no id"),
-            ],
-            None,
+            ]),
         )
         .await
         .unwrap();
     assert_eq!(mixed.messages[0], first.messages[0]);
     assert_eq!(seqs(&mixed.messages), vec![1, 2, 3]);
+    assert_eq!(
+        mixed.messages[1].parent_id,
+        Some(id),
+        "new messages chain after the head; a stored one takes no part"
+    );
+    assert_eq!(mixed.messages[2].parent_id, Some(fresh));
     assert_eq!(mixed.messages[1].id, fresh);
     assert_eq!(mixed.conversation.message_count, 3);
     assert_eq!(mixed.conversation.version, first.conversation.version + 1);
@@ -500,8 +679,7 @@ pub async fn idempotent_retry_writes_nothing<S: Store>(store: Arc<S>) {
         .append_messages(
             &scope,
             other.id,
-            vec![NewMessage::user("same id").with_id(id)],
-            None,
+            Append::new(vec![NewMessage::user("same id").with_id(id)]),
         )
         .await
         .unwrap();
@@ -509,7 +687,7 @@ pub async fn idempotent_retry_writes_nothing<S: Store>(store: Arc<S>) {
     assert_eq!(elsewhere.messages[0].content, "same id");
     assert_eq!(
         store
-            .recent_messages(&scope, chat.id, 10)
+            .recent_messages(&scope, chat.id, &RecentQuery::new(10))
             .await
             .unwrap()
             .len(),
@@ -525,8 +703,7 @@ pub async fn append_version_conflict<S: Store>(store: Arc<S>) {
         .append_messages(
             &scope,
             chat.id,
-            vec![NewMessage::user("a")],
-            Some(chat.version),
+            Append::new(vec![NewMessage::user("a")]).expect_version(chat.version),
         )
         .await
         .unwrap();
@@ -534,8 +711,7 @@ pub async fn append_version_conflict<S: Store>(store: Arc<S>) {
         .append_messages(
             &scope,
             chat.id,
-            vec![NewMessage::user("b")],
-            Some(chat.version),
+            Append::new(vec![NewMessage::user("b")]).expect_version(chat.version),
         )
         .await
     {
@@ -746,12 +922,120 @@ pub async fn automatic_title_authority<S: Store>(store: Arc<S>) {
     );
 }
 
+/// Promises 3 and 6: an append's `title_hint` titles a conversation that has none,
+/// in the same change as the append (one version bump); it never replaces a title
+/// (user, generated or heuristic), and a pure retry, which writes nothing, applies
+/// nothing.
+pub async fn title_hint_titles_with_the_append<S: Store>(store: Arc<S>) {
+    let scope = fresh_scope("title-hint");
+    let chat = new_chat(&*store, &scope).await;
+    let titled = store
+        .append_messages(
+            &scope,
+            chat.id,
+            Append::one(NewMessage::user("How many rows?")).title_hint("How many rows"),
+        )
+        .await
+        .unwrap();
+    let conversation = &titled.conversation;
+    assert_eq!(conversation.title.as_deref(), Some("How many rows"));
+    assert_eq!(conversation.title_source, TitleSource::Heuristic);
+    assert_eq!(conversation.version, chat.version + 1, "one change");
+    assert_eq!(conversation.message_count, 1);
+    assert_eq!(
+        store.get_conversation(&scope, chat.id).await.unwrap(),
+        titled.conversation
+    );
+    let again = store
+        .append_messages(
+            &scope,
+            chat.id,
+            Append::one(NewMessage::user("And now?")).title_hint("And now"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(again.conversation.title.as_deref(), Some("How many rows"));
+    assert_eq!(again.conversation.version, conversation.version + 1);
+
+    // Never over a user or a generated title.
+    let named = store
+        .create_conversation(&scope, NewConversation::new().with_title("Mine"))
+        .await
+        .unwrap();
+    let generated = new_chat(&*store, &scope).await;
+    let generated = store
+        .set_title_unless_user(&scope, generated.id, "Model".into(), TitleSource::Generated)
+        .await
+        .unwrap()
+        .conversation;
+    for (before, source) in [
+        (named, TitleSource::User),
+        (generated, TitleSource::Generated),
+    ] {
+        let after = store
+            .append_messages(
+                &scope,
+                before.id,
+                Append::one(NewMessage::user("q")).title_hint("Hint"),
+            )
+            .await
+            .unwrap()
+            .conversation;
+        assert_eq!((&after.title, after.title_source), (&before.title, source));
+        assert_eq!(after.version, before.version + 1);
+    }
+
+    // A pure retry writes nothing, the title included; a partial one writes it.
+    let untitled = new_chat(&*store, &scope).await;
+    let id = MessageId::new();
+    store
+        .append_messages(
+            &scope,
+            untitled.id,
+            Append::one(NewMessage::user("q").with_id(id)),
+        )
+        .await
+        .unwrap();
+    let stored = store.get_conversation(&scope, untitled.id).await.unwrap();
+    let retry = store
+        .append_messages(
+            &scope,
+            untitled.id,
+            Append::one(NewMessage::user("q").with_id(id)).title_hint("Late"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(retry.conversation, stored, "a pure retry writes nothing");
+    assert_eq!(
+        store.get_conversation(&scope, untitled.id).await.unwrap(),
+        stored
+    );
+    let partial = store
+        .append_messages(
+            &scope,
+            untitled.id,
+            Append::new(vec![
+                NewMessage::user("q").with_id(id),
+                NewMessage::assistant("a"),
+            ])
+            .title_hint("Late"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(partial.conversation.title.as_deref(), Some("Late"));
+    assert_eq!(partial.conversation.version, stored.version + 1);
+}
+
 /// Promise 7: a deleted conversation and its messages are gone at once; others stay.
 pub async fn delete_removes_messages<S: Store>(store: Arc<S>) {
     let scope = fresh_scope("delete");
     let doomed = chat_with_messages(&*store, &scope, 5).await;
     let kept = chat_with_messages(&*store, &scope, 3).await;
-    store.delete_conversation(&scope, doomed.id).await.unwrap();
+    let doomed_messages = path_of(&*store, &scope, doomed.id).await;
+    store
+        .delete_conversation(&scope, doomed.id, None)
+        .await
+        .unwrap();
 
     assert_not_found(store.get_conversation(&scope, doomed.id).await, "get");
     assert_not_found(
@@ -760,10 +1044,19 @@ pub async fn delete_removes_messages<S: Store>(store: Arc<S>) {
             .await,
         "list_messages",
     );
-    assert_not_found(store.recent_messages(&scope, doomed.id, 20).await, "recent");
     assert_not_found(
         store
-            .append_messages(&scope, doomed.id, vec![NewMessage::user("late")], None)
+            .recent_messages(&scope, doomed.id, &RecentQuery::new(20))
+            .await,
+        "recent",
+    );
+    assert_not_found(
+        store
+            .append_messages(
+                &scope,
+                doomed.id,
+                Append::new(vec![NewMessage::user("late")]),
+            )
             .await,
         "append",
     );
@@ -774,9 +1067,25 @@ pub async fn delete_removes_messages<S: Store>(store: Arc<S>) {
         "update",
     );
     assert_not_found(
-        store.delete_conversation(&scope, doomed.id).await,
+        store.delete_conversation(&scope, doomed.id, None).await,
         "delete twice",
     );
+    for message in &doomed_messages {
+        assert_not_found(
+            store.get_message(&scope, doomed.id, message.id).await,
+            "get_message",
+        );
+        assert_not_found(
+            store
+                .delete_message(&scope, doomed.id, message.id, None)
+                .await,
+            "delete_message",
+        );
+        assert_not_found(
+            store.fork_conversation(&scope, doomed.id, message.id).await,
+            "fork_conversation",
+        );
+    }
     for archived in [ArchivedFilter::Exclude, ArchivedFilter::Include] {
         let listed = list_all(&*store, &scope, ConversationQuery::new().archived(archived))
             .await
@@ -784,7 +1093,12 @@ pub async fn delete_removes_messages<S: Store>(store: Arc<S>) {
         assert_eq!(ids(&listed), vec![kept.id]);
     }
     assert_eq!(
-        seqs(&store.recent_messages(&scope, kept.id, 20).await.unwrap()),
+        seqs(
+            &store
+                .recent_messages(&scope, kept.id, &RecentQuery::new(20))
+                .await
+                .unwrap()
+        ),
         vec![1, 2, 3]
     );
 }
@@ -806,7 +1120,11 @@ pub async fn list_newest_activity_first<S: Store>(store: Arc<S>) {
     assert_eq!(page.next_cursor, None);
     tick().await;
     store
-        .append_messages(&scope, first.id, vec![NewMessage::user("bump")], None)
+        .append_messages(
+            &scope,
+            first.id,
+            Append::new(vec![NewMessage::user("bump")]),
+        )
         .await
         .unwrap();
     let page = store
@@ -849,7 +1167,7 @@ pub async fn list_pages_never_repeat_under_writes<S: Store>(store: Arc<S>) {
     // Touch one row of the first page and one not yet read: both move to the top.
     for id in [first.items[1].id, created[0].id] {
         store
-            .append_messages(&scope, id, vec![NewMessage::user("moved")], None)
+            .append_messages(&scope, id, Append::new(vec![NewMessage::user("moved")]))
             .await
             .unwrap();
     }
@@ -1171,6 +1489,7 @@ pub async fn message_pages<S: Store>(store: Arc<S>) {
         after: Some(10),
         before: Some(20),
         limit: Some(5),
+        ..MessageQuery::default()
     })
     .await;
     assert_eq!(seqs(&between.items), range(11, 15));
@@ -1179,6 +1498,7 @@ pub async fn message_pages<S: Store>(store: Arc<S>) {
         after: Some(10),
         before: Some(20),
         limit: None,
+        ..MessageQuery::default()
     })
     .await;
     assert_eq!(seqs(&between_all.items), range(11, 19));
@@ -1193,10 +1513,13 @@ pub async fn message_pages<S: Store>(store: Arc<S>) {
             after: Some(50),
             before: Some(40),
             limit: None,
+            ..MessageQuery::default()
         },
     ] {
-        let got = page(empty).await;
-        assert!(got.items.is_empty() && !got.has_more, "{empty:?}: {got:?}");
+        for view in [MessageView::Path, MessageView::All] {
+            let got = page(empty.view(view)).await;
+            assert!(got.items.is_empty() && !got.has_more, "{empty:?}: {got:?}");
+        }
     }
     let capped = page(MessageQuery::after(0).limit(100_000)).await;
     assert_eq!(capped.items.len(), crate::MAX_PAGE_SIZE.min(120));
@@ -1206,6 +1529,17 @@ pub async fn message_pages<S: Store>(store: Arc<S>) {
             .await,
         "limit",
     );
+    for query in [
+        MessageQuery::latest(),
+        MessageQuery::before(71),
+        MessageQuery::after(100),
+    ] {
+        assert_eq!(
+            page(query.view(MessageView::All)).await,
+            page(query).await,
+            "a linear chat's tree is its path: {query:?}"
+        );
+    }
     let empty_chat = new_chat(&*store, &scope).await;
     let none = store
         .list_messages(&scope, empty_chat.id, &MessageQuery::latest())
@@ -1214,25 +1548,143 @@ pub async fn message_pages<S: Store>(store: Arc<S>) {
     assert!(none.items.is_empty() && !none.has_more);
 }
 
+/// Promise 9: a page stops before it would weigh more than `Limits::max_page_bytes`
+/// (with `has_more`), and paging on, in either direction and either view, reads
+/// every message exactly once; a message heavier than a page comes alone.
+pub async fn pages_stop_at_max_page_bytes<S: Store>(store: Arc<S>) {
+    let limits = crate::Limits::default();
+    let scope = fresh_scope("page-bytes");
+    let chat = new_chat(&*store, &scope).await;
+    for i in 1..=10 {
+        let content = format!("{i:02}").repeat(limits.max_content_bytes / 2);
+        store
+            .append_messages(&scope, chat.id, Append::one(NewMessage::user(content)))
+            .await
+            .unwrap();
+    }
+    let weight = |messages: &[Message]| messages.iter().map(Message::page_weight).sum::<usize>();
+    for view in [MessageView::Path, MessageView::All] {
+        let newest = store
+            .list_messages(
+                &scope,
+                chat.id,
+                &MessageQuery::latest().limit(50).view(view),
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            seqs(&newest.items),
+            vec![8, 9, 10],
+            "{view:?}: 4 MiB hold three"
+        );
+        assert!(newest.has_more, "{view:?}");
+        for newest_first in [true, false] {
+            let mut read: Vec<Message> = Vec::new();
+            let mut query = if newest_first {
+                MessageQuery::latest()
+            } else {
+                MessageQuery::after(0)
+            }
+            .limit(50)
+            .view(view);
+            loop {
+                let page = store.list_messages(&scope, chat.id, &query).await.unwrap();
+                assert!(
+                    !page.items.is_empty(),
+                    "{view:?}: an empty page with more to read"
+                );
+                assert!(weight(&page.items) <= limits.max_page_bytes, "{view:?}");
+                if page.has_more {
+                    // It stopped only because one more message would not fit.
+                    assert_eq!(
+                        page.items.len(),
+                        3,
+                        "{view:?}: a page stopped with room left"
+                    );
+                }
+                let (first, last) = (page.items[0].seq, page.items[page.items.len() - 1].seq);
+                if newest_first {
+                    read.splice(0..0, page.items);
+                    query.before = Some(first);
+                } else {
+                    read.extend(page.items);
+                    query.after = Some(last);
+                }
+                if !page.has_more {
+                    break;
+                }
+            }
+            assert_eq!(
+                seqs(&read),
+                (1..=10).collect::<Vec<_>>(),
+                "{view:?}, newest first: {newest_first}: each message once"
+            );
+        }
+    }
+
+    // Heavier than a page: 1 MiB of content and three tool calls of 1 MiB each.
+    let heavy_chat = chat_with_messages(&*store, &scope, 1).await;
+    let call = |i: usize| ToolCall {
+        id: format!("call_{i}"),
+        name: "f".into(),
+        arguments: json!("a".repeat(limits.max_content_bytes - 2)),
+    };
+    let heavy = NewMessage::assistant("h".repeat(limits.max_content_bytes))
+        .with_tool_calls((0..3).map(call).collect());
+    store
+        .append_messages(
+            &scope,
+            heavy_chat.id,
+            Append::new(vec![heavy, NewMessage::user("after")]),
+        )
+        .await
+        .unwrap();
+    let page = |query: MessageQuery| {
+        let store = Arc::clone(&store);
+        let scope = scope.clone();
+        async move {
+            let page = store
+                .list_messages(&scope, heavy_chat.id, &query)
+                .await
+                .unwrap();
+            (seqs(&page.items), page.has_more)
+        }
+    };
+    assert_eq!(page(MessageQuery::latest()).await, (vec![3], true));
+    assert_eq!(
+        page(MessageQuery::before(3)).await,
+        (vec![2], true),
+        "alone"
+    );
+    assert_eq!(page(MessageQuery::after(1)).await, (vec![2], true), "alone");
+    assert_eq!(page(MessageQuery::before(2)).await, (vec![1], false));
+}
+
 /// Promise 9: the last N messages, chronological.
 pub async fn recent_messages_window<S: Store>(store: Arc<S>) {
     let scope = fresh_scope("window");
     let chat = chat_with_messages(&*store, &scope, 120).await;
-    let window = store.recent_messages(&scope, chat.id, 20).await.unwrap();
+    let window = store
+        .recent_messages(&scope, chat.id, &RecentQuery::new(20))
+        .await
+        .unwrap();
     assert_eq!(seqs(&window), (101..=120).collect::<Vec<_>>());
     assert_eq!(window.last().unwrap().content, "m120");
-    let all = store.recent_messages(&scope, chat.id, 500).await.unwrap();
+    let all = store
+        .recent_messages(&scope, chat.id, &RecentQuery::new(500))
+        .await
+        .unwrap();
     assert_eq!(all.len(), 120);
     assert!(
         store
-            .recent_messages(&scope, chat.id, 0)
+            .recent_messages(&scope, chat.id, &RecentQuery::new(0))
             .await
             .unwrap()
             .is_empty()
     );
     assert_invalid(
         store
-            .recent_messages(&scope, chat.id, MAX_RECENT_MESSAGES + 1)
+            .recent_messages(&scope, chat.id, &RecentQuery::new(MAX_RECENT_MESSAGES + 1))
             .await,
         "n",
     );
@@ -1241,7 +1693,7 @@ pub async fn recent_messages_window<S: Store>(store: Arc<S>) {
 // ---------------------------------------------------------------------------
 // Validation and fidelity
 
-/// Promise 10: every limit is refused with `InvalidInput` naming the field, and
+/// Promise 11: every limit is refused with `InvalidInput` naming the field, and
 /// nothing is stored.
 pub async fn validation_refuses_every_limit<S: Store>(store: Arc<S>) {
     let limits = crate::Limits::default();
@@ -1388,7 +1840,9 @@ pub async fn validation_refuses_every_limit<S: Store>(store: Arc<S>) {
     ];
     for (batch, field) in cases {
         assert_invalid(
-            store.append_messages(&scope, chat.id, batch, None).await,
+            store
+                .append_messages(&scope, chat.id, Append::new(batch))
+                .await,
             field,
         );
     }
@@ -1403,8 +1857,7 @@ pub async fn validation_refuses_every_limit<S: Store>(store: Arc<S>) {
         .append_messages(
             &scope,
             chat.id,
-            vec![NewMessage::user("y".repeat(limits.max_content_bytes))],
-            None,
+            Append::new(vec![NewMessage::user("y".repeat(limits.max_content_bytes))]),
         )
         .await
         .unwrap();
@@ -1421,6 +1874,92 @@ pub async fn validation_refuses_every_limit<S: Store>(store: Arc<S>) {
         titled.title.unwrap().chars().count(),
         limits.max_title_chars
     );
+}
+
+/// Promise 11 for the inputs of the tree API: a user or system message with blank
+/// content names `messages[i].content`, a bad title hint names `titleHint`, a window
+/// above 1,000 names `n`; a parent that is not there is `NotFound`; nothing is
+/// written.
+pub async fn validation_of_tree_inputs<S: Store>(store: Arc<S>) {
+    let limits = crate::Limits::default();
+    let scope = fresh_scope("validation-tree");
+    let chat = chat_with_messages(&*store, &scope, 1).await;
+    let blank: Vec<(Vec<NewMessage>, &str)> = vec![
+        (vec![NewMessage::user("")], "messages[0].content"),
+        (vec![NewMessage::user("  \n\t ")], "messages[0].content"),
+        (vec![NewMessage::system(" ")], "messages[0].content"),
+        (
+            vec![NewMessage::user("fine"), NewMessage::user("\u{3000}")],
+            "messages[1].content",
+        ),
+    ];
+    for (batch, field) in blank {
+        assert_invalid(
+            store
+                .append_messages(&scope, chat.id, Append::new(batch))
+                .await,
+            field,
+        );
+    }
+    for hint in [
+        String::new(),
+        "  ".to_owned(),
+        "two\nlines".to_owned(),
+        "h".repeat(limits.max_title_chars + 1),
+    ] {
+        assert_invalid(
+            store
+                .append_messages(
+                    &scope,
+                    chat.id,
+                    Append::one(NewMessage::user("fine")).title_hint(hint),
+                )
+                .await,
+            "titleHint",
+        );
+    }
+    assert_not_found(
+        store
+            .append_messages(
+                &scope,
+                chat.id,
+                Append::one(NewMessage::user("fine")).parent(Parent::Message(MessageId::new())),
+            )
+            .await,
+        "an unknown parent",
+    );
+    assert_eq!(
+        store.get_conversation(&scope, chat.id).await.unwrap(),
+        chat,
+        "nothing was stored"
+    );
+    let head = chat.head_id.unwrap();
+    for query in [
+        RecentQuery::new(MAX_RECENT_MESSAGES + 1),
+        RecentQuery::new(MAX_RECENT_MESSAGES + 1).ending_at(head),
+    ] {
+        assert_invalid(store.recent_messages(&scope, chat.id, &query).await, "n");
+    }
+    let most = store
+        .recent_messages(&scope, chat.id, &RecentQuery::new(MAX_RECENT_MESSAGES))
+        .await
+        .unwrap();
+    assert_eq!(most.len(), 1);
+    // An assistant message may be empty when it only calls tools.
+    let call = ToolCall {
+        id: "c".into(),
+        name: "f".into(),
+        arguments: json!({}),
+    };
+    let tools_only = store
+        .append_messages(
+            &scope,
+            chat.id,
+            Append::one(NewMessage::assistant("").with_tool_calls(vec![call])),
+        )
+        .await
+        .unwrap();
+    assert_eq!(tools_only.messages[0].content, "");
 }
 
 /// Everything stored comes back byte for byte: hostile text, Unicode, tool calls,
@@ -1449,13 +1988,16 @@ pub async fn content_round_trips_exactly<S: Store>(store: Arc<S>) {
                 name: "f".into(),
                 arguments: json!("{not json"),
             }]),
-        NewMessage::user(""),
+        NewMessage::tool("call_2", ""),
     ];
     let appended = store
-        .append_messages(&scope, chat.id, batch.clone(), None)
+        .append_messages(&scope, chat.id, Append::new(batch.clone()))
         .await
         .unwrap();
-    let read = store.recent_messages(&scope, chat.id, 10).await.unwrap();
+    let read = store
+        .recent_messages(&scope, chat.id, &RecentQuery::new(10))
+        .await
+        .unwrap();
     assert_eq!(read, appended.messages);
     for (stored, sent) in read.iter().zip(&batch) {
         assert_eq!(stored.role, sent.role);
@@ -1472,13 +2014,13 @@ pub async fn content_round_trips_exactly<S: Store>(store: Arc<S>) {
 /// Timestamps are UTC with millisecond precision and compare equal after a read.
 pub async fn timestamps_are_utc_milliseconds<S: Store>(store: Arc<S>) {
     let scope = fresh_scope("time");
-    let before = crate::now();
+    let before = crate::backend::now();
     let chat = new_chat(&*store, &scope).await;
     let appended = store
-        .append_messages(&scope, chat.id, vec![NewMessage::user("t")], None)
+        .append_messages(&scope, chat.id, Append::new(vec![NewMessage::user("t")]))
         .await
         .unwrap();
-    let after = crate::now();
+    let after = crate::backend::now();
     for at in [
         chat.created_at,
         chat.updated_at,
@@ -1494,6 +2036,135 @@ pub async fn timestamps_are_utc_milliseconds<S: Store>(store: Arc<S>) {
     let read = store.get_conversation(&scope, chat.id).await.unwrap();
     assert_eq!(read.created_at, chat.created_at);
     assert_eq!(read.updated_at, appended.conversation.updated_at);
-    let message = &store.recent_messages(&scope, chat.id, 1).await.unwrap()[0];
+    let message = &store
+        .recent_messages(&scope, chat.id, &RecentQuery::new(1))
+        .await
+        .unwrap()[0];
     assert_eq!(message.created_at, appended.messages[0].created_at);
+}
+
+/// Promise 12: timestamps are the store's clock's time truncated to milliseconds,
+/// and never move backwards within a conversation when the clock steps back (append,
+/// patch, message deletion, fork); a branch switch and an automatic title are not
+/// activity.
+pub async fn timestamps_follow_the_clock_and_never_go_back<S: Store>(
+    store: Arc<S>,
+    clock: Arc<ManualClock>,
+) {
+    let at = |text: &str| {
+        chrono::DateTime::parse_from_rfc3339(text)
+            .unwrap()
+            .with_timezone(&chrono::Utc)
+    };
+    let scope = fresh_scope("clock");
+    let start = at("2031-03-04T05:06:07.123456789Z");
+    clock.set(start);
+    let chat = new_chat(&*store, &scope).await;
+    assert_eq!(chat.created_at, at("2031-03-04T05:06:07.123Z"));
+    assert_eq!(chat.updated_at, chat.created_at);
+
+    clock.advance(TimeDelta::microseconds(2_345)); // 07.125801789
+    let first = store
+        .append_messages(
+            &scope,
+            chat.id,
+            Append::new(vec![NewMessage::user("q1"), NewMessage::assistant("a1")]),
+        )
+        .await
+        .unwrap();
+    let t1 = at("2031-03-04T05:06:07.125Z");
+    assert_eq!(first.conversation.updated_at, t1);
+    assert!(first.messages.iter().all(|m| m.created_at == t1));
+    assert_eq!(first.conversation.created_at, chat.created_at);
+
+    // The clock steps back an hour: every write keeps the conversation's time.
+    clock.set(start - TimeDelta::hours(1));
+    let second = store
+        .append_messages(&scope, chat.id, Append::one(NewMessage::user("q2")))
+        .await
+        .unwrap();
+    assert_eq!(
+        second.messages[0].created_at, t1,
+        "an append never goes back"
+    );
+    assert_eq!(second.conversation.updated_at, t1);
+    let renamed = store
+        .update_conversation(&scope, chat.id, ConversationPatch::new().title("Renamed"))
+        .await
+        .unwrap();
+    assert_eq!(renamed.updated_at, t1, "a patch never goes back");
+    let deleted = store
+        .delete_message(&scope, chat.id, second.messages[0].id, None)
+        .await
+        .unwrap();
+    assert_eq!(deleted.updated_at, t1, "a deletion never goes back");
+    let other = new_chat(&*store, &scope).await;
+    assert_eq!(
+        other.created_at,
+        at("2031-03-04T04:06:07.123Z"),
+        "a new conversation takes the clock's time"
+    );
+
+    // Forwards again: the clock's time, truncated.
+    clock.set(at("2031-03-05T00:00:00.999999999Z"));
+    let t2 = at("2031-03-05T00:00:00.999Z");
+    let switched = store
+        .update_conversation(
+            &scope,
+            chat.id,
+            ConversationPatch::new().head(first.messages[0].id),
+        )
+        .await
+        .unwrap();
+    assert_eq!(switched.updated_at, t1, "a switch is not activity");
+    let titled = store
+        .set_title_unless_user(&scope, other.id, "Auto".into(), TitleSource::Generated)
+        .await
+        .unwrap();
+    assert_eq!(
+        titled.conversation.updated_at, other.updated_at,
+        "nor is a title"
+    );
+    let third = store
+        .append_messages(&scope, chat.id, Append::one(NewMessage::user("q3")))
+        .await
+        .unwrap();
+    assert_eq!(third.messages[0].created_at, t2);
+    assert_eq!(third.conversation.updated_at, t2);
+    let patched = store
+        .update_conversation(&scope, chat.id, ConversationPatch::new().pinned(true))
+        .await
+        .unwrap();
+    assert_eq!(patched.updated_at, t2);
+
+    // A fork made while the clock is behind its messages starts no earlier than them.
+    clock.set(start - TimeDelta::hours(2));
+    let fork = store
+        .fork_conversation(&scope, chat.id, third.messages[0].id)
+        .await
+        .unwrap();
+    let copy = store
+        .append_messages(&scope, fork.id, Append::one(NewMessage::user("more")))
+        .await
+        .unwrap();
+    for (id, what) in [(chat.id, "source"), (fork.id, "fork")] {
+        let conversation = store.get_conversation(&scope, id).await.unwrap();
+        assert!(conversation.created_at <= conversation.updated_at, "{what}");
+        let messages = read_view(&*store, &scope, id, MessageView::All).await;
+        assert!(
+            messages
+                .windows(2)
+                .all(|w| w[0].created_at <= w[1].created_at),
+            "{what}: message times go back: {:?}",
+            messages.iter().map(|m| m.created_at).collect::<Vec<_>>()
+        );
+        for message in &messages {
+            assert_millis(message.created_at);
+            assert!(
+                message.created_at <= conversation.updated_at,
+                "{what}: a message is newer than the last activity"
+            );
+        }
+    }
+    assert!(copy.messages[0].created_at >= t2);
 }
