@@ -4,17 +4,19 @@
 
 use std::sync::Arc;
 
-use conversation_core::Store;
+use conversation_core::{Clock, Store};
 use conversation_store_memory::MemoryStore;
 
 mod direct {
     use super::*;
-    conversation_core::store_conformance_tests!(|| async { MemoryStore::new() });
+    conversation_core::store_conformance_tests!(|clock: Arc<dyn Clock>| async move {
+        MemoryStore::new().with_clock(clock)
+    });
 }
 
 mod dyn_store {
     use super::*;
-    conversation_core::store_conformance_tests!(|| async {
-        Arc::new(MemoryStore::new()) as Arc<dyn Store>
+    conversation_core::store_conformance_tests!(|clock: Arc<dyn Clock>| async move {
+        Arc::new(MemoryStore::new().with_clock(clock)) as Arc<dyn Store>
     });
 }
