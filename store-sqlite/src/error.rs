@@ -1,92 +1,168 @@
-//! Converting sqlx and SQLite failures into [`conversation_core::Error`].
+//! The store's own failures, converted into [`conversation_core::Error`] at its edge.
 //!
 //! SQLite reports an extended result code; its low byte is the primary code that says
-//! what kind of failure it is. Transient ones (busy, locked, I/O, a closed or exhausted
-//! pool) become [`Error::Unavailable`]; permanent ones (corruption, not a database, a
-//! failed migration) become [`Error::Backend`] with a message a person can act on.
+//! what kind of failure it is. Transient ones (busy, locked, I/O, full disk, a closed
+//! store) become [`Error::Unavailable`]; permanent ones (corruption, not a database, a
+//! bug) become [`Error::Backend`], with a message a person can act on. No rusqlite
+//! type leaves the crate except as the boxed `source` of an error.
+
+use std::path::Path;
 
 use conversation_core::Error;
+use rusqlite::ffi;
 
-/// SQLite primary result codes (`sqlite3.h`).
-mod code {
-    pub(super) const BUSY: i64 = 5;
-    pub(super) const LOCKED: i64 = 6;
-    pub(super) const NOMEM: i64 = 7;
-    pub(super) const READONLY: i64 = 8;
-    pub(super) const IOERR: i64 = 10;
-    pub(super) const CORRUPT: i64 = 11;
-    pub(super) const FULL: i64 = 13;
-    pub(super) const CANTOPEN: i64 = 14;
-    pub(super) const PROTOCOL: i64 = 15;
-    pub(super) const NOTADB: i64 = 26;
+/// A failure of the store, before it becomes a [`conversation_core::Error`].
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum StoreError {
+    /// SQLite refused or failed a statement.
+    #[error("{context}: {source}")]
+    Sqlite {
+        /// What the store was doing ("reading a conversation").
+        context: &'static str,
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// The store was closed.
+    #[error("the SQLite store is closed")]
+    Closed,
+    /// The database file is no longer the file the store opened.
+    #[error("{0}")]
+    FileGone(String),
+    /// The file cannot be written (permissions, a read-only mount).
+    #[error(
+        "the SQLite database {path} is read-only: the store needs to write the file and create \
+         files beside it (-wal, -shm), so the file and its folder must be writable"
+    )]
+    ReadOnly {
+        /// The database file.
+        path: String,
+    },
+    /// A stored value cannot be read back as the model (corruption or a foreign write).
+    #[error("a stored row is not valid: {0}")]
+    BadRow(String),
+    /// The schema of the file cannot be brought up to date.
+    #[error("the schema migrations cannot be applied: {0}")]
+    Migration(String),
+    /// The writer thread could not be started.
+    #[error("starting the SQLite writer thread: {0}")]
+    Thread(#[source] std::io::Error),
 }
 
-/// The primary SQLite result code of a database error, if it is one.
-fn primary_code(err: &sqlx::Error) -> Option<i64> {
+impl StoreError {
+    /// A [`StoreError::ReadOnly`] for `path`.
+    pub(crate) fn read_only(path: &Path) -> Self {
+        StoreError::ReadOnly {
+            path: path.display().to_string(),
+        }
+    }
+
+    /// Whether the failure means the database file is gone from under the store
+    /// (deleted, moved or replaced): every later write would be lost.
+    pub(crate) fn file_is_gone(&self) -> bool {
+        match self {
+            StoreError::FileGone(_) => true,
+            StoreError::Sqlite { source, .. } => matches!(
+                extended_code(source),
+                Some(ffi::SQLITE_IOERR_VNODE | ffi::SQLITE_READONLY_DBMOVED)
+            ),
+            _ => false,
+        }
+    }
+}
+
+/// The extended SQLite result code of an error, if it is one.
+fn extended_code(err: &rusqlite::Error) -> Option<i32> {
     match err {
-        sqlx::Error::Database(db) => db
-            .code()
-            .and_then(|code| code.parse::<i64>().ok())
-            .map(|code| code & 0xff),
+        rusqlite::Error::SqliteFailure(failure, _) => Some(failure.extended_code),
         _ => None,
     }
 }
 
-/// Converts a sqlx error; `context` says what was being done ("reading a conversation").
-pub(crate) fn convert(context: &str, err: sqlx::Error) -> Error {
-    match primary_code(&err) {
-        Some(code::BUSY | code::LOCKED | code::PROTOCOL) => {
-            Error::unavailable(format!("{context}: the database is busy"), err)
-        }
-        Some(code::IOERR | code::FULL | code::NOMEM | code::CANTOPEN | code::READONLY) => {
-            Error::unavailable(format!("{context}: {err}"), err)
-        }
-        Some(code::CORRUPT) => Error::backend(
-            format!("{context}: the SQLite database is corrupt ({err})"),
-            err,
-        ),
-        Some(code::NOTADB) => Error::backend(
-            format!("{context}: the file is not a SQLite database, or it is corrupt ({err})"),
-            err,
-        ),
-        Some(_) => Error::backend(format!("{context}: {err}"), err),
-        None => match err {
-            sqlx::Error::PoolTimedOut
-            | sqlx::Error::PoolClosed
-            | sqlx::Error::Io(_)
-            | sqlx::Error::WorkerCrashed => Error::unavailable(format!("{context}: {err}"), err),
-            other => Error::backend(format!("{context}: {other}"), other),
-        },
-    }
+/// A converter for `map_err`: a rusqlite error met while doing `context`.
+pub(crate) fn db(context: &'static str) -> impl Fn(rusqlite::Error) -> Error {
+    move |source| StoreError::Sqlite { context, source }.into()
 }
 
-/// Converts a migration failure.
-pub(crate) fn migration(err: sqlx::migrate::MigrateError) -> Error {
-    match err {
-        sqlx::migrate::MigrateError::Execute(inner)
-        | sqlx::migrate::MigrateError::ExecuteMigration(inner, _) => {
-            convert("running the schema migrations", inner)
+impl From<StoreError> for Error {
+    fn from(err: StoreError) -> Self {
+        let message = err.to_string();
+        match &err {
+            StoreError::Closed | StoreError::FileGone(_) | StoreError::ReadOnly { .. } => {
+                Error::Unavailable {
+                    message,
+                    source: None,
+                }
+            }
+            StoreError::BadRow(_) | StoreError::Migration(_) => Error::Backend {
+                message,
+                source: None,
+            },
+            StoreError::Thread(_) => Error::unavailable(message, err),
+            StoreError::Sqlite { context, source } => {
+                let code = extended_code(source).map(|code| code & 0xff);
+                match code {
+                    Some(ffi::SQLITE_BUSY | ffi::SQLITE_LOCKED | ffi::SQLITE_PROTOCOL) => {
+                        Error::unavailable(format!("{context}: the database is busy"), err)
+                    }
+                    Some(
+                        ffi::SQLITE_IOERR
+                        | ffi::SQLITE_FULL
+                        | ffi::SQLITE_NOMEM
+                        | ffi::SQLITE_CANTOPEN
+                        | ffi::SQLITE_READONLY,
+                    ) => Error::unavailable(message, err),
+                    Some(ffi::SQLITE_CORRUPT) => Error::backend(
+                        format!("{context}: the SQLite database is corrupt ({source})"),
+                        err,
+                    ),
+                    Some(ffi::SQLITE_NOTADB) => Error::backend(
+                        format!(
+                            "{context}: the file is not a SQLite database, or it is corrupt \
+                             ({source})"
+                        ),
+                        err,
+                    ),
+                    _ => Error::backend(message, err),
+                }
+            }
         }
-        other => Error::backend(
-            format!("the schema migrations cannot be applied: {other}"),
-            other,
-        ),
     }
 }
 
 /// The error of a store that was closed.
 pub(crate) fn closed() -> Error {
-    Error::Unavailable {
-        message: "the SQLite store is closed".to_owned(),
-        source: None,
-    }
+    StoreError::Closed.into()
 }
 
-/// A stored value that cannot be read back as the model (corruption or a foreign write).
+/// A stored value that cannot be read back as the model.
 pub(crate) fn bad_row(what: impl std::fmt::Display) -> Error {
-    Error::Backend {
-        message: format!("a stored row is not valid: {what}"),
-        source: None,
+    StoreError::BadRow(what.to_string()).into()
+}
+
+/// A copy of `err` for each request of a failed group: same variant and message.
+pub(crate) fn copy(err: &Error) -> Error {
+    match err {
+        Error::Backend { message, .. } => Error::Backend {
+            message: message.clone(),
+            source: None,
+        },
+        Error::NotFound { entity } => Error::NotFound { entity: *entity },
+        Error::Conflict { expected, actual } => Error::Conflict {
+            expected: *expected,
+            actual: *actual,
+        },
+        Error::RunInProgress { run_id } => Error::RunInProgress { run_id: *run_id },
+        Error::InvalidInput { field, reason } => Error::InvalidInput {
+            field: field.clone(),
+            reason: reason.clone(),
+        },
+        other => Error::Unavailable {
+            message: match other {
+                Error::Unavailable { message, .. } => message.clone(),
+                other => other.to_string(),
+            },
+            source: None,
+        },
     }
 }
 
@@ -94,13 +170,70 @@ pub(crate) fn bad_row(what: impl std::fmt::Display) -> Error {
 mod tests {
     use super::*;
 
+    fn sqlite(code: i32) -> rusqlite::Error {
+        rusqlite::Error::SqliteFailure(ffi::Error::new(code), None)
+    }
+
     #[test]
-    fn pool_and_io_failures_are_transient() {
-        assert!(convert("x", sqlx::Error::PoolTimedOut).is_transient());
-        assert!(convert("x", sqlx::Error::PoolClosed).is_transient());
-        assert!(convert("x", sqlx::Error::Io(std::io::Error::other("gone"))).is_transient());
-        assert!(!convert("x", sqlx::Error::RowNotFound).is_transient());
+    fn codes_map_to_what_a_caller_can_do() {
+        for code in [
+            ffi::SQLITE_BUSY,
+            ffi::SQLITE_LOCKED,
+            ffi::SQLITE_IOERR,
+            ffi::SQLITE_FULL,
+            ffi::SQLITE_CANTOPEN,
+            ffi::SQLITE_IOERR_VNODE,
+        ] {
+            assert!(db("x")(sqlite(code)).is_transient(), "{code}");
+        }
+        for code in [
+            ffi::SQLITE_CORRUPT,
+            ffi::SQLITE_NOTADB,
+            ffi::SQLITE_MISMATCH,
+        ] {
+            assert!(
+                matches!(db("x")(sqlite(code)), Error::Backend { .. }),
+                "{code}"
+            );
+        }
+        let not_a_database = db("opening")(sqlite(ffi::SQLITE_NOTADB)).to_string();
+        assert!(
+            not_a_database.contains("not a SQLite database"),
+            "{not_a_database}"
+        );
         assert!(closed().is_transient());
         assert!(matches!(bad_row("id"), Error::Backend { .. }));
+        assert!(matches!(
+            Error::from(StoreError::Migration("x".into())),
+            Error::Backend { .. }
+        ));
+    }
+
+    #[test]
+    fn a_moved_or_unlinked_file_is_recognised() {
+        for code in [ffi::SQLITE_IOERR_VNODE, ffi::SQLITE_READONLY_DBMOVED] {
+            let err = StoreError::Sqlite {
+                context: "committing",
+                source: sqlite(code),
+            };
+            assert!(err.file_is_gone(), "{code}");
+        }
+        let busy = StoreError::Sqlite {
+            context: "committing",
+            source: sqlite(ffi::SQLITE_BUSY),
+        };
+        assert!(!busy.file_is_gone());
+    }
+
+    #[test]
+    fn copies_keep_variant_and_message() {
+        let original = db("committing")(sqlite(ffi::SQLITE_FULL));
+        let copied = copy(&original);
+        assert!(copied.is_transient());
+        assert_eq!(copied.to_string(), original.to_string());
+        assert!(matches!(
+            copy(&Error::conversation_not_found()),
+            Error::NotFound { .. }
+        ));
     }
 }

@@ -1,8 +1,9 @@
 //! How a [`SqliteStore`](crate::SqliteStore) is opened.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use conversation_core::Limits;
+use conversation_core::{Clock, Limits, SystemClock};
 
 /// When SQLite waits for the disk (`PRAGMA synchronous`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -28,8 +29,9 @@ impl Synchronous {
 
 /// Settings of a [`SqliteStore`](crate::SqliteStore); [`SqliteOptions::default`] is
 /// what [`SqliteStore::open`](crate::SqliteStore::open) uses.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct SqliteOptions {
+    pub(crate) clock: Arc<dyn Clock>,
     pub(crate) synchronous: Synchronous,
     pub(crate) busy_timeout: Duration,
     pub(crate) readers: u32,
@@ -41,6 +43,7 @@ pub struct SqliteOptions {
 impl Default for SqliteOptions {
     fn default() -> Self {
         Self {
+            clock: Arc::new(SystemClock),
             synchronous: Synchronous::Full,
             busy_timeout: Duration::from_secs(5),
             readers: 4,
@@ -52,10 +55,18 @@ impl Default for SqliteOptions {
 }
 
 impl SqliteOptions {
-    /// The defaults: `synchronous=FULL`, a 5 s busy timeout, 4 readers, default
-    /// [`Limits`], groups of at most 64 writes, a queue of 1024 writes.
+    /// The defaults: the system clock, `synchronous=FULL`, a 5 s busy timeout, up to 4
+    /// readers, default [`Limits`], groups of at most 64 writes, a queue of 1024 writes.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Where the store reads the time for its timestamps. Default [`SystemClock`]; a
+    /// test (or a host replaying data) may set its own. The store, not the clock,
+    /// keeps timestamps from moving backwards within a conversation.
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// Sets `PRAGMA synchronous` of the writer connection.
@@ -73,9 +84,9 @@ impl SqliteOptions {
         self
     }
 
-    /// How many read connections the store opens and keeps (at least 1). Default 4.
-    /// Ignored by [`SqliteStore::from_pool`](crate::SqliteStore::from_pool), where the
-    /// host's pool decides.
+    /// How many read connections the store may open (at least 1). Default 4. They are
+    /// opened when reads first need them and kept; reads beyond this many at once
+    /// wait for a free one.
     pub fn readers(mut self, readers: u32) -> Self {
         self.readers = readers.max(1);
         self

@@ -1,503 +1,472 @@
-//! The writer task: one connection, group commit.
+//! The writer thread: one connection, group commit.
 //!
-//! Every write of a store goes through one task that owns the only writer connection.
-//! Callers validate their input, send a [`Command`] on a bounded channel and wait for
-//! the answer on a oneshot channel. The task takes whatever is queued (up to the
-//! group size), runs it in one `BEGIN IMMEDIATE` transaction, each request inside its
-//! own `SAVEPOINT` so that one request's error (`NotFound`, `Conflict`, …) rolls back
-//! only that request, then `COMMIT`s once and only then answers every request of the
-//! group. Many concurrent writers thus share one commit (one fsync) instead of each
-//! paying for its own, and nobody is told "done" before the data is durable. A failed
-//! `COMMIT` fails every request of its group.
+//! Every write of a store goes through one thread that owns the only writer
+//! connection. Callers validate their input, send a request (the write, as a closure
+//! over that connection, with the channel its own typed answer goes back on) on a
+//! bounded queue and wait for the answer. The thread takes whatever is queued (up to
+//! the group size) and runs it in one `BEGIN IMMEDIATE` transaction: a lone request
+//! as it is, each request of a larger group inside its own `SAVEPOINT`, so that one
+//! request's error (`NotFound`, `Conflict`, …) rolls back only that request. It
+//! commits once, checks that the database file is still the one it opened, and only
+//! then answers every request of the group. Many concurrent writers thus share one
+//! commit (one fsync) instead of each paying for its own, and nobody is told "done"
+//! before the data is durable. A failed commit fails every request of its group.
+//! After a group of several requests the thread lingers briefly for as many again
+//! ([`Writer::gather`]).
 //!
-//! A caller that stops waiting (its future dropped) does not disturb the task: its
+//! A group that deleted anything (a conversation, a message subtree) is followed,
+//! before it is answered, by a checkpoint that moves the write-ahead log into the
+//! database and truncates it, so that the deleted text survives in neither file
+//! (`secure_delete` zeroes it in the database). When readers keep the checkpoint from
+//! completing, the writer tries again after its next group, and at the latest when it
+//! closes.
+//!
+//! A caller that stops waiting (its future dropped) does not disturb the thread: its
 //! answer is discarded. A request already queued is still carried out, like a request
 //! already sent to a server; appends with caller-supplied ids make retries safe.
 
-use std::sync::Arc;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
-use conversation_core::{
-    Appended, Conversation, ConversationId, ConversationPatch, Error, Message, MessageId,
-    NewConversation, NewMessage, Result, Scope, TitleOutcome, TitleSource, automatic_title_applies,
-    check_expected_version, now,
-};
-use sqlx::{Sqlite, SqliteConnection};
+use conversation_core::{Clock, Error, Limits, Result};
+use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
-use tracing::Instrument as _;
 
-use crate::error::convert;
-use crate::rows::{
-    ConversationRow, MessageRow, metadata_to_text, millis, to_i64, tool_calls_to_text,
-};
+use crate::connection::FileWatch;
+use crate::error::{StoreError, closed, copy, db};
 use crate::sql;
 
-/// A write to carry out.
-#[derive(Debug)]
-pub(crate) enum WriteOp {
-    Create {
-        scope: Scope,
-        new: NewConversation,
-    },
-    Update {
-        scope: Scope,
-        id: ConversationId,
-        patch: ConversationPatch,
-    },
-    Delete {
-        scope: Scope,
-        id: ConversationId,
-    },
-    Append {
-        scope: Scope,
-        id: ConversationId,
-        messages: Vec<NewMessage>,
-        expected_version: Option<u64>,
-    },
-    SetTitle {
-        scope: Scope,
-        id: ConversationId,
-        title: String,
-        source: TitleSource,
-    },
+/// What a write runs with: the writer's connection, inside the group's transaction.
+pub(crate) struct WriteContext<'c> {
+    pub(crate) conn: &'c Connection,
+    pub(crate) clock: &'c dyn Clock,
+    pub(crate) limits: &'c Limits,
+    /// Set by a write that deleted rows: the group is followed by a checkpoint that
+    /// truncates the write-ahead log.
+    pub(crate) deleted: bool,
 }
 
-/// What a write returns.
-#[derive(Debug)]
-pub(crate) enum Outcome {
-    Conversation(Conversation),
-    Deleted,
-    Appended(Appended),
-    Title(TitleOutcome),
+/// A queued write and the channel its answer goes back on.
+pub(crate) trait Job: Send {
+    /// Runs the write; whether it succeeded.
+    fn run(&mut self, cx: &mut WriteContext<'_>) -> bool;
+    /// Its error, after a failed run.
+    fn error(&self) -> Option<&Error>;
+    /// Answers the caller: with the write's own result, or with `failure` when its
+    /// group failed as a whole.
+    fn answer(self: Box<Self>, failure: Option<&Error>);
 }
 
-/// A message to the writer task.
-#[derive(Debug)]
-pub(crate) enum Command {
-    Write {
-        op: WriteOp,
-        reply: oneshot::Sender<Result<Outcome>>,
-    },
-    /// Finish what was queued before, close the connection, then acknowledge.
-    Close(oneshot::Sender<()>),
+type Reply<T> = oneshot::Sender<Result<T>>;
+
+struct Request<T, F> {
+    write: Option<F>,
+    result: Option<Result<T>>,
+    reply: Reply<T>,
 }
 
-type Reply = oneshot::Sender<Result<Outcome>>;
-
-/// Counters shared by the writer task and the store.
-#[derive(Debug, Default)]
-pub(crate) struct Counters {
-    /// Transactions committed.
-    pub(crate) transactions: AtomicU64,
-    /// Requests carried out in committed transactions.
-    pub(crate) writes: AtomicU64,
-}
-
-/// The task's loop; returns when the store is closed or dropped.
-pub(crate) async fn run(
-    mut conn: SqliteConnection,
-    mut commands: mpsc::Receiver<Command>,
-    max_group: usize,
-    counters: Arc<Counters>,
-) {
-    let mut received = Vec::with_capacity(max_group);
-    let mut close = None;
-    while close.is_none() {
-        if commands.recv_many(&mut received, max_group).await == 0 {
-            break; // every sender is gone: the store was dropped
-        }
-        let mut group = Vec::with_capacity(received.len());
-        // Requests queued behind a `Close` are dropped with the rest of the drain:
-        // their callers see a closed store.
-        for command in received.drain(..) {
-            match command {
-                Command::Write { op, reply } => group.push((op, reply)),
-                Command::Close(ack) => {
-                    close = Some(ack);
-                    break;
-                }
-            }
-        }
-        if !group.is_empty() {
-            let span = tracing::debug_span!("sqlite_write_group", size = group.len());
-            commit_group(&mut conn, group, &counters)
-                .instrument(span)
-                .await;
-        }
-    }
-    commands.close();
-    drop(commands);
-    if let Err(err) = sqlx::Connection::close(conn).await {
-        tracing::warn!(error = %err, "closing the SQLite writer connection failed");
-    }
-    if let Some(ack) = close {
-        let _ = ack.send(());
-    }
-}
-
-async fn exec(conn: &mut SqliteConnection, statement: &'static str) -> Result<(), sqlx::Error> {
-    sqlx::query(statement).execute(&mut *conn).await.map(|_| ())
-}
-
-/// Runs one group in one transaction and answers its requests after the commit.
-async fn commit_group(
-    conn: &mut SqliteConnection,
-    group: Vec<(WriteOp, Reply)>,
-    counters: &Counters,
-) {
-    if let Err(err) = exec(conn, "BEGIN IMMEDIATE").await {
-        // A transaction left open by an earlier failure would make every later BEGIN
-        // fail; end it so the next group starts clean.
-        let _ = exec(conn, "ROLLBACK").await;
-        let failure = convert("starting a write transaction", err);
-        fail_all(group.into_iter().map(|(_, reply)| reply), &failure);
-        return;
+impl<T, F> Job for Request<T, F>
+where
+    T: Send + 'static,
+    F: FnOnce(&mut WriteContext<'_>) -> Result<T> + Send + 'static,
+{
+    fn run(&mut self, cx: &mut WriteContext<'_>) -> bool {
+        let result = match self.write.take() {
+            // A panic is a bug; it fails this request, and the savepoint or the
+            // transaction around it is rolled back like any failure.
+            Some(write) => catch_unwind(AssertUnwindSafe(|| write(cx))).unwrap_or_else(|_| {
+                Err(Error::Backend {
+                    message: "the SQLite writer panicked while carrying out a write".to_owned(),
+                    source: None,
+                })
+            }),
+            None => Err(Error::Backend {
+                message: "a write was run twice".to_owned(),
+                source: None,
+            }),
+        };
+        let ok = result.is_ok();
+        self.result = Some(result);
+        ok
     }
 
-    // A lone request needs no savepoint: its error rolls back the whole transaction.
-    let savepoints = group.len() > 1;
-    let mut answered: Vec<(Reply, Result<Outcome>)> = Vec::with_capacity(group.len());
-    let mut pending = group.into_iter();
-    let mut aborted = None;
-    for (op, reply) in pending.by_ref() {
-        if savepoints && let Err(err) = exec(conn, "SAVEPOINT request").await {
-            aborted = Some((convert("opening a savepoint", err), reply));
-            break;
-        }
-        let result = apply(conn, op).await;
-        if savepoints {
-            let end = if result.is_ok() {
-                exec(conn, "RELEASE request").await
-            } else {
-                match exec(conn, "ROLLBACK TO request").await {
-                    Ok(()) => exec(conn, "RELEASE request").await,
-                    Err(err) => Err(err),
-                }
-            };
-            if let Err(err) = end {
-                // SQLite rolls back the whole transaction by itself after some
-                // failures (disk full, I/O): nothing of the group can be committed.
-                aborted = Some((convert("ending a savepoint", err), reply));
-                break;
-            }
-        }
-        answered.push((reply, result));
+    fn error(&self) -> Option<&Error> {
+        self.result
+            .as_ref()
+            .and_then(|result| result.as_ref().err())
     }
 
-    if let Some((failure, reply)) = aborted {
-        let _ = exec(conn, "ROLLBACK").await;
-        let replies = answered.into_iter().map(|(reply, _)| reply);
-        let unanswered = pending.map(|(_, reply)| reply);
-        fail_all(replies.chain([reply]).chain(unanswered), &failure);
-        return;
-    }
-    if !savepoints && answered.iter().all(|(_, result)| result.is_err()) {
-        if let Err(err) = exec(conn, "ROLLBACK").await {
-            tracing::error!(error = %err, "rolling back a failed write failed");
-        }
-        answer(answered);
-        return;
-    }
-    match exec(conn, "COMMIT").await {
-        Ok(()) => {
-            counters.transactions.fetch_add(1, Ordering::Relaxed);
-            counters
-                .writes
-                .fetch_add(answered.len() as u64, Ordering::Relaxed);
-            answer(answered);
-        }
-        Err(err) => {
-            let _ = exec(conn, "ROLLBACK").await;
-            let failure = convert("committing", err);
-            fail_all(answered.into_iter().map(|(reply, _)| reply), &failure);
-        }
-    }
-}
-
-fn answer(answered: Vec<(Reply, Result<Outcome>)>) {
-    for (reply, result) in answered {
-        if reply.send(result).is_err() {
+    fn answer(self: Box<Self>, failure: Option<&Error>) {
+        let result = match failure {
+            Some(failure) => Err(copy(failure)),
+            None => self.result.unwrap_or_else(|| Err(closed())),
+        };
+        if self.reply.send(result).is_err() {
             tracing::debug!("a writer's caller stopped waiting; its write is done");
         }
     }
 }
 
-/// Answers every reply with a copy of `failure` (same variant and message).
-fn fail_all(replies: impl Iterator<Item = Reply>, failure: &Error) {
-    tracing::warn!(error = %failure, "a write group failed");
-    for reply in replies {
-        let copy = match failure {
-            Error::Backend { message, .. } => Error::Backend {
-                message: message.clone(),
-                source: None,
-            },
-            other => Error::Unavailable {
-                message: other.to_string(),
-                source: None,
-            },
+/// A message to the writer thread.
+pub(crate) enum Command {
+    Write(Box<dyn Job>),
+    /// Finish what was queued before, close the connection, then acknowledge.
+    Close(oneshot::Sender<()>),
+}
+
+impl std::fmt::Debug for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Command::Write(_) => "Write",
+            Command::Close(_) => "Close",
+        })
+    }
+}
+
+impl Command {
+    /// A write and the receiver of its answer.
+    pub(crate) fn write<T, F>(write: F) -> (Self, oneshot::Receiver<Result<T>>)
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut WriteContext<'_>) -> Result<T> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        let request = Request {
+            write: Some(write),
+            result: None,
+            reply,
         };
-        let _ = reply.send(Err(copy));
+        (Command::Write(Box::new(request)), answer)
     }
 }
 
-/// Carries out one write inside the open transaction.
-async fn apply(conn: &mut SqliteConnection, op: WriteOp) -> Result<Outcome> {
-    match op {
-        WriteOp::Create { scope, new } => create(conn, scope, new).await.map(Outcome::Conversation),
-        WriteOp::Update { scope, id, patch } => update(conn, &scope, id, patch)
-            .await
-            .map(Outcome::Conversation),
-        WriteOp::Delete { scope, id } => delete(conn, &scope, id).await.map(|()| Outcome::Deleted),
-        WriteOp::Append {
-            scope,
-            id,
-            messages,
-            expected_version,
-        } => append(conn, &scope, id, messages, expected_version)
-            .await
-            .map(Outcome::Appended),
-        WriteOp::SetTitle {
-            scope,
-            id,
-            title,
-            source,
-        } => set_title(conn, &scope, id, title, source)
-            .await
-            .map(Outcome::Title),
+/// What the writer shares with the store.
+#[derive(Debug, Default)]
+pub(crate) struct Shared {
+    /// Transactions committed.
+    pub(crate) transactions: AtomicU64,
+    /// Requests carried out in committed transactions.
+    pub(crate) writes: AtomicU64,
+    /// Why the database file is no longer the one opened, once it is not.
+    gone: OnceLock<String>,
+}
+
+impl Shared {
+    /// Why the store refuses writes, if it does.
+    pub(crate) fn gone(&self) -> Option<&str> {
+        self.gone.get().map(String::as_str)
     }
-}
 
-async fn read_conversation(
-    conn: &mut SqliteConnection,
-    scope: &Scope,
-    id: ConversationId,
-) -> Result<Conversation> {
-    let row: Option<ConversationRow> = sqlx::query_as(sql::GET_CONVERSATION)
-        .bind(&id.as_bytes()[..])
-        .bind(scope.as_str())
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(|e| convert("reading a conversation", e))?;
-    row.ok_or_else(Error::conversation_not_found)?
-        .into_conversation(scope)
-}
-
-async fn create(
-    conn: &mut SqliteConnection,
-    scope: Scope,
-    new: NewConversation,
-) -> Result<Conversation> {
-    let conversation = new.into_conversation(scope, now());
-    sqlx::query(
-        "INSERT INTO conversations (id, scope, title, title_source, created_at, updated_at, \
-         message_count, pinned, archived, metadata, version) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?5, 0, 0, 0, ?6, 1)",
-    )
-    .bind(&conversation.id.as_bytes()[..])
-    .bind(conversation.scope.as_str())
-    .bind(conversation.title.as_deref())
-    .bind(conversation.title_source.as_str())
-    .bind(millis(conversation.created_at))
-    .bind(metadata_to_text(&conversation.metadata)?)
-    .execute(&mut *conn)
-    .await
-    .map_err(|e| convert("creating a conversation", e))?;
-    Ok(conversation)
-}
-
-/// Writes every mutable column of a conversation read earlier in the transaction.
-async fn write_conversation(
-    conn: &mut SqliteConnection,
-    conversation: &Conversation,
-) -> Result<()> {
-    sqlx::query(
-        "UPDATE conversations SET title = ?2, title_source = ?3, updated_at = ?4, \
-         message_count = ?5, pinned = ?6, archived = ?7, metadata = ?8, version = ?9 \
-         WHERE id = ?1",
-    )
-    .bind(&conversation.id.as_bytes()[..])
-    .bind(conversation.title.as_deref())
-    .bind(conversation.title_source.as_str())
-    .bind(millis(conversation.updated_at))
-    .bind(to_i64(conversation.message_count))
-    .bind(conversation.pinned)
-    .bind(conversation.archived)
-    .bind(metadata_to_text(&conversation.metadata)?)
-    .bind(to_i64(conversation.version))
-    .execute(&mut *conn)
-    .await
-    .map_err(|e| convert("updating a conversation", e))?;
-    Ok(())
-}
-
-async fn update(
-    conn: &mut SqliteConnection,
-    scope: &Scope,
-    id: ConversationId,
-    patch: ConversationPatch,
-) -> Result<Conversation> {
-    let mut conversation = read_conversation(conn, scope, id).await?;
-    check_expected_version(patch.expected_version, conversation.version)?;
-    if patch.is_empty() {
-        return Ok(conversation);
-    }
-    patch.apply_to(&mut conversation, now());
-    write_conversation(conn, &conversation).await?;
-    Ok(conversation)
-}
-
-async fn delete(conn: &mut SqliteConnection, scope: &Scope, id: ConversationId) -> Result<()> {
-    let deleted = sqlx::query("DELETE FROM conversations WHERE id = ?1 AND +scope = ?2")
-        .bind(&id.as_bytes()[..])
-        .bind(scope.as_str())
-        .execute(&mut *conn)
-        .await
-        .map_err(|e| convert("deleting a conversation", e))?;
-    if deleted.rows_affected() == 0 {
-        return Err(Error::conversation_not_found());
-    }
-    // `ON DELETE CASCADE` has removed the messages already; this statement makes the
-    // deletion complete even on a connection where a host turned foreign keys off.
-    sqlx::query("DELETE FROM messages WHERE conversation_id = ?1")
-        .bind(&id.as_bytes()[..])
-        .execute(&mut *conn)
-        .await
-        .map_err(|e| convert("deleting messages", e))?;
-    Ok(())
-}
-
-async fn stored_message(
-    conn: &mut SqliteConnection,
-    conversation_id: ConversationId,
-    id: MessageId,
-) -> Result<Option<Message>> {
-    let row: Option<MessageRow> = sqlx::query_as(sql::MESSAGE_BY_ID)
-        .bind(&conversation_id.as_bytes()[..])
-        .bind(&id.as_bytes()[..])
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(|e| convert("reading a message", e))?;
-    row.map(|row| row.into_message(conversation_id)).transpose()
-}
-
-async fn append(
-    conn: &mut SqliteConnection,
-    scope: &Scope,
-    id: ConversationId,
-    messages: Vec<NewMessage>,
-    expected_version: Option<u64>,
-) -> Result<Appended> {
-    let mut conversation = read_conversation(conn, scope, id).await?;
-    let mut stored = Vec::with_capacity(messages.len());
-    for message in &messages {
-        stored.push(match message.id {
-            Some(message_id) => stored_message(conn, id, message_id).await?,
-            None => None,
-        });
-    }
-    if stored.iter().all(Option::is_some) {
-        // A retry of messages all stored already: nothing changes, no version check.
-        return Ok(Appended {
-            conversation,
-            messages: stored.into_iter().flatten().collect(),
-        });
-    }
-    check_expected_version(expected_version, conversation.version)?;
-    let at = now();
-    let mut seq = conversation.message_count;
-    let mut appended = Vec::with_capacity(messages.len());
-    let mut new_at = Vec::with_capacity(messages.len());
-    for (new, existing) in messages.into_iter().zip(stored) {
-        if let Some(message) = existing {
-            appended.push(message);
-            continue;
+    /// Records that the file is gone; logged once.
+    pub(crate) fn mark_gone(&self, reason: String) {
+        if self.gone.set(reason).is_ok()
+            && let Some(reason) = self.gone.get()
+        {
+            tracing::error!(reason = %reason, "the SQLite store lost its database file");
         }
-        seq += 1;
-        new_at.push(appended.len());
-        appended.push(new.into_message(id, seq, at));
     }
-    insert_messages(conn, new_at.iter().map(|&i| &appended[i])).await?;
-    conversation.message_count = seq;
-    conversation.version += 1;
-    conversation.updated_at = at.max(conversation.updated_at);
-    sqlx::query(
-        "UPDATE conversations SET message_count = ?2, version = ?3, updated_at = ?4 WHERE id = ?1",
-    )
-    .bind(&id.as_bytes()[..])
-    .bind(to_i64(conversation.message_count))
-    .bind(to_i64(conversation.version))
-    .bind(millis(conversation.updated_at))
-    .execute(&mut *conn)
-    .await
-    .map_err(|e| convert("updating a conversation", e))?;
-    Ok(Appended {
-        conversation,
-        messages: appended,
-    })
 }
 
-/// Inserts messages with one statement: every statement costs a round trip to sqlx's
-/// connection thread, which for a batch costs more than SQLite's own work. A batch is
-/// at most `Limits::max_batch_messages` (default 256) rows of 9 parameters, far below
-/// SQLite's 32,766 parameters.
-async fn insert_messages<'m>(
-    conn: &mut SqliteConnection,
-    messages: impl ExactSizeIterator<Item = &'m Message>,
-) -> Result<()> {
-    if messages.len() == 0 {
-        return Ok(());
-    }
-    let mut insert = sqlx::QueryBuilder::<Sqlite>::new(
-        "INSERT INTO messages (conversation_id, seq, id, role, content, tool_calls, \
-         tool_call_id, metadata, created_at) ",
-    );
-    let mut rows = Vec::with_capacity(messages.len());
-    for message in messages {
-        rows.push((
-            message,
-            tool_calls_to_text(&message.tool_calls)?,
-            metadata_to_text(&message.metadata)?,
-        ));
-    }
-    insert.push_values(rows, |mut row, (message, tool_calls, metadata)| {
-        row.push_bind(&message.conversation_id.as_bytes()[..])
-            .push_bind(to_i64(message.seq))
-            .push_bind(&message.id.as_bytes()[..])
-            .push_bind(message.role.as_str())
-            .push_bind(message.content.as_str())
-            .push_bind(tool_calls)
-            .push_bind(message.tool_call_id.as_deref())
-            .push_bind(metadata)
-            .push_bind(millis(message.created_at));
-    });
-    insert
-        .build()
-        .execute(&mut *conn)
-        .await
-        .map_err(|e| convert("storing messages", e))?;
-    Ok(())
+/// The longest the writer waits for more requests before it starts a group.
+const MAX_LINGER: Duration = Duration::from_millis(2);
+
+/// How often it looks while it waits.
+const LINGER_STEP: Duration = Duration::from_micros(20);
+
+/// The longest a checkpoint after a deletion waits for readers before it is left for
+/// later: a read of the store lasts microseconds to milliseconds.
+const PURGE_WAIT: Duration = Duration::from_millis(50);
+
+/// The writer thread's state.
+pub(crate) struct Writer {
+    pub(crate) conn: Connection,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) limits: Limits,
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) watch: FileWatch,
+    pub(crate) max_group: usize,
+    pub(crate) busy_timeout: Duration,
+    /// A deletion was committed and the log still holds what it deleted.
+    pub(crate) purge_pending: bool,
+    /// The log was emptied after the file was found gone.
+    pub(crate) log_released: bool,
+    /// How many requests the previous group had.
+    pub(crate) last_group: usize,
+    /// How long the previous `COMMIT` took.
+    pub(crate) last_commit: Duration,
 }
 
-async fn set_title(
-    conn: &mut SqliteConnection,
-    scope: &Scope,
-    id: ConversationId,
-    title: String,
-    source: TitleSource,
-) -> Result<TitleOutcome> {
-    let mut conversation = read_conversation(conn, scope, id).await?;
-    if !automatic_title_applies(conversation.title_source, source) {
-        return Ok(TitleOutcome {
-            conversation,
-            applied: false,
-        });
+impl Writer {
+    /// The thread's loop; returns when the store is closed or dropped.
+    pub(crate) fn run(mut self, mut commands: mpsc::Receiver<Command>) {
+        let mut received = Vec::with_capacity(self.max_group);
+        let mut close = None;
+        while close.is_none() {
+            let Some(first) = commands.blocking_recv() else {
+                break; // every sender is gone: the store was dropped
+            };
+            received.push(first);
+            self.gather(&mut commands, &mut received);
+            let mut group = Vec::with_capacity(received.len());
+            for command in received.drain(..) {
+                match command {
+                    Command::Write(job) if close.is_none() => group.push(job),
+                    // Queued behind the close: refused like any later write.
+                    Command::Write(job) => job.answer(Some(&closed())),
+                    Command::Close(ack) => close = Some(ack),
+                }
+            }
+            if !group.is_empty() {
+                let _span =
+                    tracing::debug_span!("sqlite_write_group", size = group.len()).entered();
+                self.last_group = group.len();
+                self.commit_group(group);
+            }
+            if self.purge_pending {
+                // Left over from an earlier group that readers kept from truncating.
+                self.purge(PURGE_WAIT.min(self.busy_timeout));
+            }
+        }
+        commands.close();
+        while let Ok(command) = commands.try_recv() {
+            match command {
+                Command::Write(job) => job.answer(Some(&closed())),
+                Command::Close(ack) => {
+                    let _ = ack.send(());
+                }
+            }
+        }
+        self.finish();
+        if let Some(ack) = close {
+            let _ = ack.send(());
+        }
     }
-    conversation.title = Some(title);
-    conversation.title_source = source;
-    conversation.version += 1;
-    write_conversation(conn, &conversation).await?;
-    Ok(TitleOutcome {
-        conversation,
-        applied: true,
-    })
+
+    /// Takes what is queued behind the first request, up to the group size. When the
+    /// previous group was larger (several callers are writing), lingers a little for
+    /// them: a caller answered by the previous commit needs a moment to send its next
+    /// request, and a commit that leaves it out costs it a whole commit more. The
+    /// wait ends as soon as as many requests as last time are in, and lasts at most
+    /// half the previous commit (the fsync it saves), never more than
+    /// [`MAX_LINGER`]; a lone caller never waits.
+    fn gather(&mut self, commands: &mut mpsc::Receiver<Command>, received: &mut Vec<Command>) {
+        let take = |commands: &mut mpsc::Receiver<Command>, received: &mut Vec<Command>| {
+            while received.len() < self.max_group {
+                match commands.try_recv() {
+                    Ok(command) => received.push(command),
+                    Err(_) => break,
+                }
+            }
+        };
+        take(commands, received);
+        let expected = self.last_group.min(self.max_group);
+        if received.len() >= expected {
+            return;
+        }
+        let deadline = Instant::now() + (self.last_commit / 2).min(MAX_LINGER);
+        while received.len() < expected && Instant::now() < deadline {
+            std::thread::sleep(LINGER_STEP);
+            take(commands, received);
+        }
+    }
+
+    fn exec(&self, context: &'static str, statement: &str) -> Result<()> {
+        self.conn
+            .prepare_cached(statement)
+            .and_then(|mut s| s.execute([]))
+            .map(drop)
+            .map_err(db(context))
+    }
+
+    /// Runs one group in one transaction and answers its requests after the commit.
+    fn commit_group(&mut self, group: Vec<Box<dyn Job>>) {
+        if let Some(reason) = self.shared.gone() {
+            let failure = StoreError::FileGone(reason.to_owned()).into();
+            self.release_log();
+            return fail_all(group, &failure);
+        }
+        if let Err(failure) = self.exec("starting a write transaction", "BEGIN IMMEDIATE") {
+            self.end_transaction();
+            return self.fail(group, failure);
+        }
+        // A lone request needs no savepoint: its error rolls back the whole transaction.
+        let savepoints = group.len() > 1;
+        let mut done: Vec<Box<dyn Job>> = Vec::with_capacity(group.len());
+        let mut succeeded = 0;
+        let mut deleted = false;
+        let mut pending = group.into_iter();
+        let mut aborted = None;
+        for mut job in pending.by_ref() {
+            if savepoints && let Err(err) = self.exec("opening a savepoint", "SAVEPOINT request") {
+                aborted = Some(err);
+                done.push(job);
+                break;
+            }
+            let mut cx = WriteContext {
+                conn: &self.conn,
+                clock: &*self.clock,
+                limits: &self.limits,
+                deleted: false,
+            };
+            let ok = job.run(&mut cx);
+            let job_deleted = cx.deleted;
+            if let Some(err) = job.error() {
+                self.notice(err);
+            }
+            if savepoints {
+                let end = if ok {
+                    self.exec("ending a savepoint", "RELEASE request")
+                } else {
+                    self.exec("rolling back a savepoint", "ROLLBACK TO request")
+                        .and_then(|()| self.exec("ending a savepoint", "RELEASE request"))
+                };
+                if let Err(err) = end {
+                    // SQLite rolls back the whole transaction by itself after some
+                    // failures (disk full, I/O): nothing of the group can be committed.
+                    aborted = Some(err);
+                    done.push(job);
+                    break;
+                }
+            }
+            if ok {
+                succeeded += 1;
+                deleted |= job_deleted;
+            }
+            done.push(job);
+        }
+        if let Some(failure) = aborted {
+            self.end_transaction();
+            done.extend(pending);
+            return self.fail(done, failure);
+        }
+        if succeeded == 0 {
+            // Nothing to keep: every request failed on its own.
+            self.end_transaction();
+            for job in done {
+                job.answer(None);
+            }
+            return;
+        }
+        let committing = Instant::now();
+        let committed = self.exec("committing", "COMMIT");
+        self.last_commit = committing.elapsed();
+        if let Err(failure) = committed {
+            self.end_transaction();
+            return self.fail(done, failure);
+        }
+        if let Err(reason) = self.watch.check() {
+            self.shared.mark_gone(reason.clone());
+            self.release_log();
+            return fail_all(done, &StoreError::FileGone(reason).into());
+        }
+        self.shared.transactions.fetch_add(1, Ordering::Relaxed);
+        self.shared.writes.fetch_add(succeeded, Ordering::Relaxed);
+        if deleted {
+            // Before answering: once a deletion is acknowledged, its text is gone from
+            // the files too (unless readers hold the log; then it goes later).
+            self.purge_pending = true;
+            self.purge(PURGE_WAIT.min(self.busy_timeout));
+        }
+        for job in done {
+            job.answer(None);
+        }
+    }
+
+    /// Rolls back whatever transaction is open, so that the next group starts clean.
+    fn end_transaction(&self) {
+        if !self.conn.is_autocommit()
+            && let Err(err) = self.conn.execute_batch("ROLLBACK")
+        {
+            tracing::error!(error = %err, "rolling back a failed write group failed");
+        }
+    }
+
+    /// Notes a failure that says the database file is gone.
+    fn notice(&self, err: &Error) {
+        let gone = std::error::Error::source(err)
+            .and_then(|source| source.downcast_ref::<StoreError>())
+            .is_some_and(StoreError::file_is_gone);
+        if gone {
+            self.shared.mark_gone(format!(
+                "the SQLite database file was moved or deleted while the store had it open \
+                 ({err}); the store refuses writes"
+            ));
+        }
+    }
+
+    fn fail(&self, jobs: Vec<Box<dyn Job>>, failure: Error) {
+        self.notice(&failure);
+        fail_all(jobs, &failure);
+    }
+
+    /// Checkpoints the write-ahead log into the database and truncates it, waiting at
+    /// most `wait` for readers; sets `purge_pending` when it could not, clears it when
+    /// it could.
+    fn purge(&mut self, wait: Duration) {
+        let result = self
+            .conn
+            .busy_timeout(wait)
+            .and_then(|()| {
+                self.conn
+                    .query_row(sql::CHECKPOINT_TRUNCATE, [], |row| row.get::<_, i64>(0))
+            })
+            .map(|busy| busy == 0);
+        if let Err(err) = self.conn.busy_timeout(self.busy_timeout) {
+            tracing::warn!(error = %err, "restoring the writer's busy timeout failed");
+        }
+        self.purge_pending = !matches!(result, Ok(true));
+        match result {
+            Ok(true) => {}
+            Ok(false) => tracing::debug!("readers held the write-ahead log; it is truncated later"),
+            Err(err) => {
+                tracing::debug!(error = %err, "truncating the write-ahead log is left for later")
+            }
+        }
+    }
+
+    /// Once the database file is gone from its path: moves the log into the file the
+    /// store opened (wherever it is now) and empties the log, so that whatever file
+    /// takes the path is not opened with this file's log, which SQLite would replay
+    /// onto it. (SQLite leaves the log of a moved file in place when it closes.)
+    fn release_log(&mut self) {
+        if self.log_released {
+            return;
+        }
+        self.log_released = true;
+        self.purge(self.busy_timeout);
+        if self.purge_pending {
+            tracing::error!(
+                "the write-ahead log of the lost SQLite database file could not be emptied;                  remove the -wal file beside the path before opening another database there"
+            );
+        }
+    }
+
+    /// Closes the connection: the last connection to close checkpoints the log into
+    /// the database and removes it.
+    fn finish(mut self) {
+        if self.shared.gone().is_some() {
+            self.release_log();
+        } else if self.purge_pending {
+            self.purge(self.busy_timeout);
+            if self.purge_pending {
+                tracing::warn!(
+                    "the write-ahead log still holds deleted rows: another connection kept it \
+                     from being truncated"
+                );
+            }
+        }
+        if let Err((_, err)) = self.conn.close() {
+            tracing::warn!(error = %err, "closing the SQLite writer connection failed");
+        }
+    }
+}
+
+/// Answers every request with a copy of `failure`.
+fn fail_all(jobs: Vec<Box<dyn Job>>, failure: &Error) {
+    tracing::warn!(error = %failure, "a write group failed");
+    for job in jobs {
+        job.answer(Some(failure));
+    }
 }

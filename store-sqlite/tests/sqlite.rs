@@ -3,8 +3,15 @@
 //! - `direct`, `dyn_store`, `in_memory`: the store conformance suite, on a fresh
 //!   temporary database file per case (directly and as `Arc<dyn Store>`), and on the
 //!   in-memory mode.
-//! - `files`: reopening, migrations beside a host's own, bad files, `from_pool`.
-//! - `plans`: `EXPLAIN QUERY PLAN` of every hot read.
+//! - `files`: reopening, migrations beside a host's own, bad files, in-memory stores.
+//! - `migrations`: a database of the sqlx-based release migrates; newer or different
+//!   schemas are refused.
+//! - `plans`: `EXPLAIN QUERY PLAN` of every hot read and of the tree's writes, of
+//!   retention, the metadata filter and search.
+//! - `purge`: deleted text is in no file of the database's folder.
+//! - `round2`: a database of the `tree` release migrates and becomes searchable; FTS5
+//!   syntax in user text; the online backup during writes; statistics.
+//! - `tree`: the message tree against the reference store, operation by operation.
 //! - `concurrency`: group commit, no `SQLITE_BUSY`, dropped callers, `close`.
 //! - `crash`: `kill -9` of a child process in the middle of appends. The child is
 //!   this very test binary, re-executed with `CRASH_CHILD_DB` set, which makes the
@@ -17,8 +24,8 @@ use std::sync::Arc;
 use std::sync::OnceLock;
 use std::time::{Duration, SystemTime};
 
-use conversation_core::Store;
-use conversation_store_sqlite::SqliteStore;
+use conversation_core::{Clock, Store};
+use conversation_store_sqlite::{SqliteOptions, SqliteStore};
 
 /// A folder of this process under the target's temporary folder. Stores made for the
 /// conformance suite outlive the test function (the macro owns them), so their files
@@ -55,22 +62,33 @@ async fn file_store() -> SqliteStore {
     SqliteStore::open(fresh_path()).await.unwrap()
 }
 
+/// A store on a new file reading the time from `clock`.
+async fn file_store_with(clock: Arc<dyn Clock>) -> SqliteStore {
+    SqliteStore::open_with(fresh_path(), SqliteOptions::new().clock(clock))
+        .await
+        .unwrap()
+}
+
 mod direct {
     use super::*;
-    conversation_core::store_conformance_tests!(|| async { file_store().await });
+    conversation_core::store_conformance_tests!(|clock: Arc<dyn Clock>| async move {
+        file_store_with(clock).await
+    });
 }
 
 mod dyn_store {
     use super::*;
-    conversation_core::store_conformance_tests!(|| async {
-        Arc::new(file_store().await) as Arc<dyn Store>
+    conversation_core::store_conformance_tests!(|clock: Arc<dyn Clock>| async move {
+        Arc::new(file_store_with(clock).await) as Arc<dyn Store>
     });
 }
 
 mod in_memory {
     use super::*;
-    conversation_core::store_conformance_tests!(|| async {
-        SqliteStore::open_in_memory().await.unwrap()
+    conversation_core::store_conformance_tests!(|clock: Arc<dyn Clock>| async move {
+        SqliteStore::open_in_memory_with(SqliteOptions::new().clock(clock))
+            .await
+            .unwrap()
     });
 }
 
@@ -80,5 +98,13 @@ mod concurrency;
 mod crash;
 #[path = "sqlite/files.rs"]
 mod files;
+#[path = "sqlite/migrations.rs"]
+mod migrations;
 #[path = "sqlite/plans.rs"]
 mod plans;
+#[path = "sqlite/purge.rs"]
+mod purge;
+#[path = "sqlite/round2.rs"]
+mod round2;
+#[path = "sqlite/tree.rs"]
+mod tree;

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use conversation_core::{
-    ConversationId, ConversationQuery, Error, MessageQuery, NewConversation, NewMessage, Scope,
-    Store,
+    Append, ConversationId, ConversationQuery, Error, MessageQuery, NewConversation, NewMessage,
+    RecentQuery, Scope, Store,
 };
 use conversation_store_sqlite::SqliteStore;
 
@@ -30,7 +30,7 @@ fn spawn_appends(
             let scope = scope.clone();
             tokio::spawn(async move {
                 store
-                    .append_messages(&scope, id, vec![NewMessage::user(format!("{i}"))], None)
+                    .append_messages(&scope, id, Append::one(NewMessage::user(format!("{i}"))))
                     .await
             })
         })
@@ -87,8 +87,7 @@ async fn concurrent_appends_share_commits() {
                     .append_messages(
                         &scope,
                         target,
-                        vec![NewMessage::user(format!("t{task}-{i}"))],
-                        None,
+                        Append::one(NewMessage::user(format!("t{task}-{i}"))),
                     )
                     .await
                     .unwrap();
@@ -136,17 +135,14 @@ async fn an_error_in_a_group_fails_only_its_request() {
                 1 => (ConversationId::new(), None),
                 _ => (chat.id, Some(0)),
             };
-            let result = store
-                .append_messages(
-                    &scope,
-                    target,
-                    vec![
-                        NewMessage::user(format!("m{i}")),
-                        NewMessage::assistant("a"),
-                    ],
-                    expected_version,
-                )
-                .await;
+            let mut append = Append::new(vec![
+                NewMessage::user(format!("m{i}")),
+                NewMessage::assistant("a"),
+            ]);
+            if let Some(version) = expected_version {
+                append = append.expect_version(version);
+            }
+            let result = store.append_messages(&scope, target, append).await;
             (i % 3, result)
         }));
     }
@@ -180,7 +176,9 @@ async fn no_busy_error_reaches_a_caller() {
             for i in 0..15 {
                 if task % 3 == 0 {
                     store.get_conversation(&scope, chat.id).await?;
-                    store.recent_messages(&scope, chat.id, 20).await?;
+                    store
+                        .recent_messages(&scope, chat.id, &RecentQuery::new(20))
+                        .await?;
                     store
                         .list_conversations(&scope, &ConversationQuery::new())
                         .await?;
@@ -189,8 +187,7 @@ async fn no_busy_error_reaches_a_caller() {
                         .append_messages(
                             &scope,
                             chat.id,
-                            vec![NewMessage::user(format!("{task}-{i}"))],
-                            None,
+                            Append::one(NewMessage::user(format!("{task}-{i}"))),
                         )
                         .await?;
                     store
@@ -227,15 +224,14 @@ async fn dropped_callers_do_not_wedge_the_writer() {
             store.append_messages(
                 &scope,
                 chat.id,
-                vec![NewMessage::user(format!("t{i}"))],
-                None,
+                Append::one(NewMessage::user(format!("t{i}"))),
             ),
         )
         .await;
     }
     let appended = tokio::time::timeout(
         Duration::from_secs(10),
-        store.append_messages(&scope, chat.id, vec![NewMessage::user("after")], None),
+        store.append_messages(&scope, chat.id, Append::one(NewMessage::user("after"))),
     )
     .await
     .expect("the writer answers again")
@@ -272,7 +268,7 @@ async fn close_finishes_queued_writes_then_refuses() {
     for result in [
         store.get_conversation(&scope, chat.id).await.map(|_| ()),
         store
-            .append_messages(&scope, chat.id, vec![NewMessage::user("late")], None)
+            .append_messages(&scope, chat.id, Append::one(NewMessage::user("late")))
             .await
             .map(|_| ()),
         store
@@ -287,7 +283,7 @@ async fn close_finishes_queued_writes_then_refuses() {
     }
     let reopened = SqliteStore::open(&path).await.unwrap();
     let stored = reopened
-        .recent_messages(&scope, chat.id, 100)
+        .recent_messages(&scope, chat.id, &RecentQuery::new(100))
         .await
         .unwrap();
     for message in &acknowledged {
@@ -297,4 +293,86 @@ async fn close_finishes_queued_writes_then_refuses() {
         assert_gap_free(&reopened, &scope, chat.id).await as usize,
         stored.len()
     );
+}
+
+/// A new conversation's first question and the heuristic title it gives are one
+/// write in one transaction: one commit, one fsync.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_question_and_its_title_are_one_transaction() {
+    let store = Arc::new(file_store().await);
+    let scope = scope();
+    let service = conversation_core::Conversations::new(Arc::clone(&store) as Arc<dyn Store>);
+    let chat = service
+        .create(&scope, NewConversation::new())
+        .await
+        .unwrap();
+    let before = store.write_stats();
+    let appended = service
+        .append_user(&scope, chat.id, "How do I join two tables?")
+        .await
+        .unwrap();
+    let after = store.write_stats();
+    assert_eq!(
+        (
+            after.transactions - before.transactions,
+            after.writes - before.writes
+        ),
+        (1, 1)
+    );
+    assert_eq!(
+        appended.conversation.title.as_deref(),
+        Some("How do I join two tables?")
+    );
+    assert_eq!(
+        appended.conversation.title_source,
+        conversation_core::TitleSource::Heuristic
+    );
+    assert_eq!(appended.conversation.version, chat.version + 1);
+    let stored = store.get_conversation(&scope, chat.id).await.unwrap();
+    assert_eq!(stored, appended.conversation);
+}
+
+/// A long read (past the 256 KiB a read takes in place) hands its worker's tasks
+/// over on a multi-threaded runtime and carries on in place on a current-thread one,
+/// where handing over is impossible: both return the whole page.
+#[test]
+fn long_reads_work_on_either_runtime() {
+    for multi_thread in [false, true] {
+        let runtime = if multi_thread {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .build()
+                .unwrap()
+        } else {
+            tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap()
+        };
+        runtime.block_on(async {
+            let store = file_store().await;
+            let scope = scope();
+            let chat = store
+                .create_conversation(&scope, NewConversation::new())
+                .await
+                .unwrap();
+            let big: Vec<NewMessage> = (0..12)
+                .map(|i| NewMessage::user(format!("{i} {}", "x".repeat(100_000))))
+                .collect();
+            store
+                .append_messages(&scope, chat.id, Append::new(big))
+                .await
+                .unwrap();
+            let page = store
+                .list_messages(&scope, chat.id, &MessageQuery::after(0))
+                .await
+                .unwrap();
+            assert_eq!(page.items.len(), 12, "multi_thread {multi_thread}");
+            let window = store
+                .recent_messages(&scope, chat.id, &RecentQuery::new(12))
+                .await
+                .unwrap();
+            assert_eq!(window.len(), 12);
+            store.close().await;
+        });
+    }
 }

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use conversation_core::{MessageId, NewConversation, NewMessage, Scope, Store};
+use conversation_core::{Append, MessageId, NewConversation, NewMessage, Scope, Store};
 use conversation_store_sqlite::SqliteStore;
 
 use super::fresh_path;
@@ -75,7 +75,7 @@ fn child_process() {
                         })
                         .collect();
                     let appended = store
-                        .append_messages(&scope, target, batch, None)
+                        .append_messages(&scope, target, Append::new(batch))
                         .await
                         .unwrap();
                     for message in appended.messages {
@@ -167,21 +167,53 @@ fn check_file(path: &std::path::Path, acknowledged: &[Ack]) {
     }
     let mut counts = conn
         .prepare(
-            "SELECT c.message_count, count(m.seq), coalesce(min(m.seq), 0), coalesce(max(m.seq), 0) \
-             FROM conversations c LEFT JOIN messages m ON m.conversation_id = c.id GROUP BY c.id",
+            "SELECT c.message_count, c.last_seq, c.head_seq, c.path_len, \
+             (SELECT count(*) FROM messages m WHERE m.conversation_id = c.id), \
+             (SELECT coalesce(min(seq), 0) FROM messages m WHERE m.conversation_id = c.id), \
+             (SELECT coalesce(max(seq), 0) FROM messages m WHERE m.conversation_id = c.id), \
+             (SELECT count(*) FROM message_path p WHERE p.conversation_id = c.id), \
+             (SELECT count(*) FROM messages m WHERE m.conversation_id = c.id \
+                 AND m.parent_seq <> m.seq - 1) \
+             FROM conversations c",
         )
         .unwrap();
-    let rows: Vec<(i64, i64, i64, i64)> = counts
+    let rows: Vec<[i64; 9]> = counts
         .query_map([], |row| {
-            Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+            let mut values = [0; 9];
+            for (i, value) in values.iter_mut().enumerate() {
+                *value = row.get(i)?;
+            }
+            Ok(values)
         })
         .unwrap()
         .collect::<Result<_, _>>()
         .unwrap();
-    for (message_count, count, min, max) in rows {
+    for [
+        message_count,
+        last_seq,
+        head_seq,
+        path_len,
+        count,
+        min,
+        max,
+        path_rows,
+        unchained,
+    ] in rows
+    {
         assert_eq!(count, message_count, "message_count matches the rows");
         assert_eq!(max, count, "no gap in seq");
         assert!(count == 0 || min == 1, "seqs start at 1");
+        assert_eq!(
+            (last_seq, head_seq),
+            (max, max),
+            "the head is the newest message"
+        );
+        assert_eq!(
+            (path_len, path_rows),
+            (count, count),
+            "the path is every message"
+        );
+        assert_eq!(unchained, 0, "every message follows the one before it");
     }
 }
 
