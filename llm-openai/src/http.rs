@@ -1,14 +1,20 @@
-//! The HTTP side: one reqwest client, the endpoint URL, retries and error bodies.
+//! The HTTP side: one reqwest client, the endpoint URLs, retries within a time
+//! budget, and error bodies.
 
 use std::future::Future;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use conversation_core::{Error, ModelErrorKind};
 use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
 use reqwest::{Client, Response, StatusCode, Url};
-use serde::Serialize;
-use tracing::{debug, warn};
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
 
-use crate::error::{error_parts, excerpt, is_quota_code, redact};
+use crate::error::{error_parts, excerpt, is_quota_code, redact, remove_urls};
+use crate::tls;
 use crate::{OpenAiConfig, OpenAiError, TimeoutPhase};
 
 /// The most of an error body read: enough for any JSON error, bounded against a
@@ -18,13 +24,27 @@ const MAX_ERROR_BODY: usize = 64 * 1024;
 /// The most of a non-streamed answer read (a title is a few hundred bytes).
 const MAX_ANSWER_BODY: usize = 1024 * 1024;
 
+/// The most of a model list read: gateways that list hundreds of models with their
+/// descriptions send a few MiB.
+const MAX_MODELS_BODY: usize = 8 * 1024 * 1024;
+
 /// How much of a server's error message is kept.
 const MAX_ERROR_MESSAGE_CHARS: usize = 500;
 
+/// How long the model list may take: it is a small, cheap request.
+pub(crate) const MODELS_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// A failed attempt: the error, and how long the server asked to wait.
-struct Failure {
-    error: OpenAiError,
-    retry_after: Option<Duration>,
+pub(crate) struct Failure {
+    pub(crate) error: OpenAiError,
+    pub(crate) retry_after: Option<Duration>,
+}
+
+impl Failure {
+    /// The core error, carrying the server's wait.
+    pub(crate) fn into_error(self) -> Error {
+        self.error.into_core(self.retry_after)
+    }
 }
 
 impl From<OpenAiError> for Failure {
@@ -40,16 +60,20 @@ impl From<OpenAiError> for Failure {
 pub(crate) struct Http {
     client: Client,
     endpoint: Url,
+    models: Url,
     pub(crate) config: OpenAiConfig,
     secrets: Vec<String>,
+    /// The configured model, or the one chosen from the server's list.
+    model: OnceLock<String>,
+    /// Whether streamed requests ask for usage; turned off for good when the server
+    /// refuses `stream_options`.
+    stream_usage: AtomicBool,
 }
 
 impl Http {
     pub(crate) fn new(config: OpenAiConfig) -> Result<Self, OpenAiError> {
-        if config.model.trim().is_empty() {
-            return Err(OpenAiError::Config("the model name is empty".to_owned()));
-        }
-        let endpoint = endpoint(&config.base_url)?;
+        let chat = endpoint(&config.base_url, &["chat", "completions"])?;
+        let models = endpoint(&config.base_url, &["models"])?;
         let mut headers = HeaderMap::new();
         if let Some(key) = &config.api_key {
             let mut value = HeaderValue::from_str(&format!("Bearer {key}")).map_err(|_| {
@@ -67,7 +91,10 @@ impl Http {
             value.set_sensitive(true);
             headers.insert(header, value);
         }
-        let client = Client::builder()
+        if chat.scheme() == "https" && !tls::ENABLED {
+            return Err(OpenAiError::Config(tls::NO_TLS.to_owned()));
+        }
+        let client = tls::configure(Client::builder(), &config.root_certificates)?
             .connect_timeout(config.connect_timeout)
             .default_headers(headers)
             .user_agent(concat!(
@@ -76,83 +103,187 @@ impl Http {
             ))
             .build()
             .map_err(|error| {
-                OpenAiError::Config(format!("cannot build the HTTP client: {error}"))
+                OpenAiError::Config(format!(
+                    "cannot build the HTTP client: {}",
+                    error.without_url()
+                ))
             })?;
+        let model = OnceLock::new();
+        if let Some(name) = &config.model {
+            let _ = model.set(name.clone());
+        }
         Ok(Self {
             client,
-            endpoint,
+            endpoint: chat,
+            models,
             secrets: config.secrets(),
+            stream_usage: AtomicBool::new(config.stream_usage),
+            model,
             config,
         })
     }
 
+    /// The model to ask: the configured one, else the first the server lists (asked
+    /// once, within the time left before `deadline`).
+    pub(crate) async fn model(&self, deadline: Option<Instant>) -> Result<&str, Error> {
+        if let Some(model) = self.model.get() {
+            return Ok(model);
+        }
+        let (limit, phase) =
+            attempt_limit(MODELS_TIMEOUT, deadline, Instant::now()).map_err(Failure::into_error)?;
+        let listed = self
+            .list_models(self.models.clone(), limit, phase)
+            .await
+            .map_err(Failure::into_error)?;
+        self.choose_model(&listed).ok_or_else(no_model_listed)
+    }
+
+    /// The configured or chosen model, if any yet.
+    pub(crate) fn known_model(&self) -> Option<&str> {
+        self.model.get().map(String::as_str)
+    }
+
+    /// Chooses the first of `listed` when no model is set yet; the model in use.
+    pub(crate) fn choose_model(&self, listed: &[String]) -> Option<&str> {
+        if self.model.get().is_none()
+            && let Some(first) = listed.first()
+        {
+            let chosen = self.model.get_or_init(|| first.clone());
+            info!(
+                model = %chosen,
+                listed = listed.len(),
+                "no model configured: using the first one the server lists"
+            );
+        }
+        self.known_model()
+    }
+
+    /// Whether streamed requests ask for token usage.
+    pub(crate) fn stream_usage(&self) -> bool {
+        self.stream_usage.load(Ordering::Relaxed)
+    }
+
+    /// Stops asking for token usage: the server refused `stream_options`.
+    pub(crate) fn refuse_stream_usage(&self) {
+        if self.stream_usage.swap(false, Ordering::Relaxed) {
+            warn!(
+                "the server refuses stream_options: asking again without it, and from now on \
+                 (token usage will not be reported)"
+            );
+        }
+    }
+
     /// Sends a non-streamed request and returns the successful answer's body,
-    /// retrying as configured. Each attempt is bounded by the request timeout.
+    /// retrying as configured within `deadline`. Each attempt, body included, is
+    /// bounded by the request timeout.
     pub(crate) async fn complete<B: Serialize + Sync>(
         &self,
         body: &B,
-    ) -> Result<Vec<u8>, OpenAiError> {
-        self.with_retries(|| async move {
-            let response = self
-                .client
-                .post(self.endpoint.clone())
-                .timeout(self.config.request_timeout)
-                .json(body)
-                .send()
-                .await
-                .map_err(|error| self.transport_error(error))?;
-            if !response.status().is_success() {
-                return Err(self.status_failure(response).await);
-            }
-            let (bytes, complete) = read_bounded(response, MAX_ANSWER_BODY)
-                .await
-                .map_err(|error| self.transport_error(error))?;
-            if !complete {
-                return Err(OpenAiError::Decode {
-                    message: format!("the answer is larger than {MAX_ANSWER_BODY} bytes"),
-                }
-                .into());
-            }
-            Ok(bytes)
+        deadline: Option<Instant>,
+    ) -> Result<Vec<u8>, Failure> {
+        self.with_retries(deadline, || {
+            let request = self.client.post(self.endpoint.clone()).json(body);
+            self.fetch(request, MAX_ANSWER_BODY, "the answer")
         })
         .await
     }
 
     /// Sends a streamed request and returns the response once a successful status
-    /// and headers arrived, retrying as configured. Each attempt waits at most the
-    /// request timeout for the headers; the body is the caller's to read.
+    /// and headers arrived, retrying as configured within `deadline`. Each attempt
+    /// waits at most the request timeout for the headers; the body is the caller's
+    /// to read.
     pub(crate) async fn open_stream<B: Serialize + Sync>(
         &self,
         body: &B,
-    ) -> Result<Response, OpenAiError> {
-        self.with_retries(|| async move {
-            let attempt = async {
-                let response = self
-                    .client
-                    .post(self.endpoint.clone())
-                    .json(body)
-                    .send()
-                    .await
-                    .map_err(|error| self.transport_error(error))?;
-                if response.status().is_success() {
-                    Ok(response)
-                } else {
-                    Err(self.status_failure(response).await)
-                }
-            };
-            tokio::time::timeout(self.config.request_timeout, attempt)
+        deadline: Option<Instant>,
+    ) -> Result<Response, Failure> {
+        self.with_retries(deadline, || async move {
+            let response = self
+                .client
+                .post(self.endpoint.clone())
+                .json(body)
+                .send()
                 .await
-                .unwrap_or_else(|_elapsed| {
-                    Err(OpenAiError::Timeout {
-                        phase: TimeoutPhase::Response,
-                    }
-                    .into())
-                })
+                .map_err(|error| self.transport_error(error))?;
+            if response.status().is_success() {
+                Ok(response)
+            } else {
+                Err(self.status_failure(response).await)
+            }
         })
         .await
     }
 
-    async fn with_retries<T, F, Fut>(&self, mut attempt: F) -> Result<T, OpenAiError>
+    /// `GET {base}/models`, once (no retry), within `limit`: the model names listed.
+    pub(crate) async fn list_models(
+        &self,
+        url: Url,
+        limit: Duration,
+        phase: TimeoutPhase,
+    ) -> Result<Vec<String>, Failure> {
+        let attempt = async {
+            let request = self.client.get(url);
+            let bytes = self
+                .fetch(request, MAX_MODELS_BODY, "the model list")
+                .await?;
+            model_names(&bytes).map_err(Failure::from)
+        };
+        tokio::time::timeout(limit, attempt)
+            .await
+            .unwrap_or_else(|_elapsed| Err(OpenAiError::Timeout { phase }.into()))
+    }
+
+    /// Sends `request` and reads its successful answer whole: at most `limit`
+    /// bytes, or a `Decode` error naming `what` was too large.
+    async fn fetch(
+        &self,
+        request: reqwest::RequestBuilder,
+        limit: usize,
+        what: &str,
+    ) -> Result<Vec<u8>, Failure> {
+        let response = request
+            .send()
+            .await
+            .map_err(|error| self.transport_error(error))?;
+        if !response.status().is_success() {
+            return Err(self.status_failure(response).await);
+        }
+        let (bytes, complete) = read_bounded(response, limit)
+            .await
+            .map_err(|error| self.transport_error(error))?;
+        if !complete {
+            return Err(OpenAiError::Decode {
+                message: format!("{what} is larger than {limit} bytes"),
+            }
+            .into());
+        }
+        Ok(bytes)
+    }
+
+    /// `{base}/models`.
+    pub(crate) fn models_url(&self) -> Url {
+        self.models.clone()
+    }
+
+    /// `{base}/v1/models`, when the base URL does not already end in `/v1`: where the
+    /// models are when the base URL lacks its `/v1`.
+    pub(crate) fn v1_models_url(&self) -> Option<Url> {
+        let base = Url::parse(self.config.base_url.trim()).ok()?;
+        let last = base.path_segments()?.rfind(|segment| !segment.is_empty());
+        if last == Some("v1") {
+            return None;
+        }
+        endpoint(&self.config.base_url, &["v1", "models"]).ok()
+    }
+
+    /// Runs `attempt` until it succeeds, fails for good, the retries run out or the
+    /// start `deadline` leaves no room: see [`attempt_limit`] and
+    /// [`Self::may_retry`].
+    async fn with_retries<T, F, Fut>(
+        &self,
+        deadline: Option<Instant>,
+        mut attempt: F,
+    ) -> Result<T, Failure>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, Failure>>,
@@ -160,25 +291,35 @@ impl Http {
         let max_retries = self.config.max_retries;
         let mut retries = 0;
         loop {
-            match attempt().await {
-                Ok(value) => return Ok(value),
-                Err(Failure { error, retry_after }) => {
-                    if !error.is_retryable() || retries >= max_retries {
-                        debug!(%error, retries, "model request failed");
-                        return Err(error);
-                    }
-                    let delay = self.retry_delay(retries, retry_after);
-                    retries += 1;
-                    warn!(
-                        %error,
-                        retry = retries,
-                        max_retries,
-                        delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
-                        "model request failed; retrying"
-                    );
-                    tokio::time::sleep(delay).await;
-                }
+            let (limit, phase) =
+                attempt_limit(self.config.request_timeout, deadline, Instant::now())?;
+            let failure = match tokio::time::timeout(limit, attempt()).await {
+                Ok(Ok(value)) => return Ok(value),
+                Ok(Err(failure)) => failure,
+                Err(_elapsed) => OpenAiError::Timeout { phase }.into(),
+            };
+            if !failure.error.is_retryable() || retries >= max_retries {
+                debug!(error = %failure.error, retries, "model request failed");
+                return Err(failure);
             }
+            let delay = self.retry_delay(retries, failure.retry_after);
+            if !may_retry(deadline, Instant::now(), delay, failure.retry_after) {
+                debug!(
+                    error = %failure.error,
+                    retries,
+                    "model request failed; no retry fits before the start deadline"
+                );
+                return Err(failure);
+            }
+            retries += 1;
+            warn!(
+                error = %failure.error,
+                retry = retries,
+                max_retries,
+                delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+                "model request failed; retrying"
+            );
+            tokio::time::sleep(delay).await;
         }
     }
 
@@ -197,7 +338,9 @@ impl Http {
         nominal.mul_f64(rand::random_range(0.5..=1.0))
     }
 
-    fn transport_error(&self, error: reqwest::Error) -> Failure {
+    /// The error for a transport failure, with the request's URL removed.
+    pub(crate) fn transport_error(&self, error: reqwest::Error) -> Failure {
+        let error = error.without_url();
         let error = if error.is_timeout() {
             OpenAiError::Timeout {
                 phase: if error.is_connect() {
@@ -207,10 +350,10 @@ impl Http {
                 },
             }
         } else if error.is_builder() {
-            OpenAiError::Config(redact(&error.to_string(), &self.secrets))
+            OpenAiError::Config(self.redact(&error.to_string()))
         } else if error.is_decode() {
             OpenAiError::Decode {
-                message: redact(&error.to_string(), &self.secrets),
+                message: self.redact(&error.to_string()),
             }
         } else {
             OpenAiError::Connection {
@@ -236,7 +379,7 @@ impl Http {
             Some((code, message)) => (code, message),
             None => (None, non_json_message(status, &body)),
         };
-        let message = excerpt(&redact(&message, &self.secrets), MAX_ERROR_MESSAGE_CHARS);
+        let message = excerpt(&self.redact(&message), MAX_ERROR_MESSAGE_CHARS);
         let error = if status == StatusCode::TOO_MANY_REQUESTS && !is_quota_code(code.as_deref()) {
             OpenAiError::RateLimited {
                 retry_after,
@@ -252,10 +395,100 @@ impl Http {
         Failure { error, retry_after }
     }
 
-    /// `text` (something the server sent) with the configured secrets removed.
+    /// `text` (something the server sent) with the configured secrets and any URL
+    /// removed.
     pub(crate) fn redact(&self, text: &str) -> String {
-        redact(text, &self.secrets)
+        // URLs first: a redacted secret inside one would hide where it ends.
+        redact(&remove_urls(text), &self.secrets)
     }
+
+    /// `error` with the server's message in it redacted, for errors read from a
+    /// successful response (an error event, an error inside a 200).
+    pub(crate) fn redact_error(&self, error: OpenAiError) -> OpenAiError {
+        match error {
+            OpenAiError::Stream { code, message } => OpenAiError::Stream {
+                code,
+                message: self.redact(&message),
+            },
+            OpenAiError::Api {
+                status,
+                code,
+                message,
+            } => OpenAiError::Api {
+                status,
+                code,
+                message: self.redact(&message),
+            },
+            other => other,
+        }
+    }
+}
+
+/// How long the next attempt may take, and which wait that is: the request
+/// timeout, cut to the time left before the start deadline. No attempt starts at or
+/// after the deadline.
+fn attempt_limit(
+    timeout: Duration,
+    deadline: Option<Instant>,
+    now: Instant,
+) -> Result<(Duration, TimeoutPhase), Failure> {
+    let Some(deadline) = deadline else {
+        return Ok((timeout, TimeoutPhase::Response));
+    };
+    let left = deadline.saturating_duration_since(now);
+    if left.is_zero() {
+        Err(OpenAiError::Timeout {
+            phase: TimeoutPhase::StartDeadline,
+        }
+        .into())
+    } else if left < timeout {
+        Ok((left, TimeoutPhase::StartDeadline))
+    } else {
+        Ok((timeout, TimeoutPhase::Response))
+    }
+}
+
+/// Whether a retry after `delay` fits before the start deadline: the wait must end
+/// before it, and so must the wait the server asked for (`retry_after`, uncapped: a
+/// retry sooner than the server said would be refused again).
+fn may_retry(
+    deadline: Option<Instant>,
+    now: Instant,
+    delay: Duration,
+    retry_after: Option<Duration>,
+) -> bool {
+    let Some(deadline) = deadline else {
+        return true;
+    };
+    let wait = retry_after.map_or(delay, |asked| asked.max(delay));
+    now + wait < deadline
+}
+
+/// The error of a request that needs a model when none is configured and the server
+/// lists none.
+fn no_model_listed() -> Error {
+    Error::model(
+        ModelErrorKind::NotFound,
+        "no model is configured and the provider lists none. Set the model name \
+         (OPENAI_MODEL).",
+    )
+}
+
+/// The names in a model list: `{"data": [{"id": …}, …]}` (OpenAI, Ollama, vLLM,
+/// llama.cpp, LiteLLM).
+fn model_names(body: &[u8]) -> Result<Vec<String>, OpenAiError> {
+    #[derive(Deserialize)]
+    struct List {
+        data: Vec<Entry>,
+    }
+    #[derive(Deserialize)]
+    struct Entry {
+        id: String,
+    }
+    let list: List = serde_json::from_slice(body).map_err(|error| OpenAiError::Decode {
+        message: format!("the model list is not {{\"data\": [{{\"id\": …}}]}}: {error}"),
+    })?;
+    Ok(list.data.into_iter().map(|entry| entry.id).collect())
 }
 
 fn non_json_message(status: StatusCode, body: &[u8]) -> String {
@@ -270,19 +503,34 @@ fn non_json_message(status: StatusCode, body: &[u8]) -> String {
     }
 }
 
-/// `…/v1` + `/chat/completions`, keeping any query string of the base URL.
-fn endpoint(base_url: &str) -> Result<Url, OpenAiError> {
-    let mut url = Url::parse(base_url.trim())
-        .map_err(|error| OpenAiError::Config(format!("base URL {base_url:?}: {error}")))?;
+/// `{base}/<segments…>`, keeping any query string of the base URL. Errors never echo
+/// the URL: it may hold a password or a key.
+fn endpoint(base_url: &str, segments: &[&str]) -> Result<Url, OpenAiError> {
+    let mut url = Url::parse(base_url.trim()).map_err(|error| {
+        OpenAiError::Config(format!(
+            "the base URL is not a URL ({error}); it looks like http://localhost:11434/v1"
+        ))
+    })?;
     if !matches!(url.scheme(), "http" | "https") {
-        return Err(OpenAiError::Config(format!(
-            "base URL {base_url:?} is not http or https"
-        )));
+        return Err(OpenAiError::Config(
+            "the base URL is not http or https; it looks like http://localhost:11434/v1".to_owned(),
+        ));
+    }
+    if url
+        .path()
+        .trim_end_matches('/')
+        .ends_with("/chat/completions")
+    {
+        return Err(OpenAiError::Config(
+            "the base URL ends in /chat/completions: give the API's base (e.g. \
+             https://api.openai.com/v1), the client appends /chat/completions itself"
+                .to_owned(),
+        ));
     }
     url.path_segments_mut()
-        .map_err(|()| OpenAiError::Config(format!("base URL {base_url:?} cannot have a path")))?
+        .map_err(|()| OpenAiError::Config("the base URL cannot have a path".to_owned()))?
         .pop_if_empty()
-        .extend(["chat", "completions"]);
+        .extend(segments);
     Ok(url)
 }
 
@@ -328,7 +576,7 @@ mod tests {
 
     #[test]
     fn the_endpoint_keeps_the_base_path_and_query() {
-        let url = |base: &str| endpoint(base).map(|u| u.to_string());
+        let url = |base: &str| endpoint(base, &["chat", "completions"]).map(|u| u.to_string());
         assert_eq!(
             url("https://api.openai.com/v1").unwrap(),
             "https://api.openai.com/v1/chat/completions"
@@ -344,6 +592,44 @@ mod tests {
         );
         assert!(matches!(url("localhost:8000"), Err(OpenAiError::Config(_))));
         assert!(matches!(url("not a url"), Err(OpenAiError::Config(_))));
+    }
+
+    #[test]
+    fn attempts_fit_the_start_deadline() {
+        let now = Instant::now();
+        let timeout = Duration::from_secs(45);
+        let limit = |deadline| attempt_limit(timeout, deadline, now).map_err(|f| f.error);
+        assert!(matches!(limit(None), Ok((t, TimeoutPhase::Response)) if t == timeout));
+        let far = Some(now + Duration::from_secs(120));
+        assert!(matches!(limit(far), Ok((t, TimeoutPhase::Response)) if t == timeout));
+        let near = Some(now + Duration::from_secs(10));
+        assert!(
+            matches!(limit(near), Ok((t, TimeoutPhase::StartDeadline)) if t == Duration::from_secs(10))
+        );
+        for passed in [now, now - Duration::from_secs(1)] {
+            assert!(matches!(
+                limit(Some(passed)),
+                Err(OpenAiError::Timeout {
+                    phase: TimeoutPhase::StartDeadline
+                })
+            ));
+        }
+
+        let deadline = Some(now + Duration::from_secs(10));
+        let second = Duration::from_secs(1);
+        assert!(may_retry(None, now, second * 100, Some(second * 100)));
+        assert!(may_retry(deadline, now, second, None));
+        assert!(!may_retry(deadline, now, second * 10, None));
+        // The server's wait counts in full, even when the wait itself is capped.
+        assert!(!may_retry(deadline, now, second * 5, Some(second * 30)));
+        assert!(may_retry(deadline, now, second * 5, Some(second * 5)));
+    }
+
+    #[test]
+    fn the_default_timeouts_fit_two_attempts_in_two_minutes() {
+        let worst_backoff = OpenAiConfig::DEFAULT_BACKOFF_BASE;
+        let two_attempts = OpenAiConfig::DEFAULT_REQUEST_TIMEOUT * 2 + worst_backoff;
+        assert!(two_attempts < Duration::from_secs(120), "{two_attempts:?}");
     }
 
     #[test]

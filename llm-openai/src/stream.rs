@@ -12,6 +12,7 @@ use tokio::time::Instant;
 
 use crate::error::error_parts;
 use crate::http::Http;
+use crate::text::{TextDecoder, WireText, storable_name};
 use crate::wire::{Chunk, finish_reason, parse_arguments};
 use crate::{OpenAiError, TimeoutPhase};
 
@@ -20,7 +21,9 @@ use crate::{OpenAiError, TimeoutPhase};
 struct PartialCall {
     id: String,
     name: String,
-    arguments: String,
+    /// WTF-8 (see [`WireText`]): decoded once whole, so that a surrogate pair split
+    /// across deltas is joined.
+    arguments: Vec<u8>,
 }
 
 /// What the assembler made of one SSE event.
@@ -34,13 +37,14 @@ pub(crate) enum Progress {
 
 /// Turns the events of one streamed chat completion into [`ReplyEvent`]s.
 ///
-/// Text deltas pass through at once. Tool calls are assembled by their `index` and
-/// passed on whole, in index order, when the reply completes, followed by exactly
-/// one [`ReplyEvent::Finished`]. The reply completes at `data: [DONE]`, or at the end
-/// of the body when the model already gave a finish reason (servers that omit
-/// `[DONE]`); anything else is an error.
+/// Text deltas pass through at once (made storable: see [`crate::text`]). Tool calls
+/// are assembled by their `index` and passed on whole, in index order, when the
+/// reply completes, followed by exactly one [`ReplyEvent::Finished`]. The reply
+/// completes at `data: [DONE]`, or at the end of the body when the model already gave
+/// a finish reason (servers that omit `[DONE]`); anything else is an error.
 #[derive(Debug, Default)]
 pub(crate) struct Assembler {
+    content: TextDecoder,
     calls: BTreeMap<u32, PartialCall>,
     last_index: Option<u32>,
     finish_reason: Option<FinishReason>,
@@ -54,18 +58,26 @@ impl Assembler {
         if data == "[DONE]" {
             return self.complete().map(Progress::Done);
         }
-        let value: serde_json::Value =
-            serde_json::from_str(data).map_err(|error| OpenAiError::Decode {
-                message: format!("a stream chunk is not JSON: {error}"),
-            })?;
-        if event == "error" || value.get("error").is_some_and(|e| !e.is_null()) {
-            let (code, message) = error_parts(&value)
+        let stream_error = |value: &serde_json::Value| {
+            let (code, message) = error_parts(value)
                 .unwrap_or_else(|| (None, "the server sent an error event".to_owned()));
-            return Err(OpenAiError::Stream { code, message });
+            OpenAiError::Stream { code, message }
+        };
+        if event == "error" {
+            let value: serde_json::Value =
+                serde_json::from_str(data).map_err(|error| OpenAiError::Decode {
+                    message: format!("an error event is not JSON: {error}"),
+                })?;
+            return Err(stream_error(&value));
         }
-        let chunk: Chunk = serde_json::from_value(value).map_err(|error| OpenAiError::Decode {
+        // Straight into the chunk, never through `serde_json::Value`: its strings
+        // are read as WTF-8, which keeps a surrogate half for joining.
+        let chunk: Chunk = serde_json::from_str(data).map_err(|error| OpenAiError::Decode {
             message: format!("a stream chunk is not a chat completion chunk: {error}"),
         })?;
+        if let Some(error) = chunk.error.filter(|error| !error.is_null()) {
+            return Err(stream_error(&serde_json::json!({ "error": error })));
+        }
         if let Some(usage) = chunk.usage {
             self.usage = Some(usage.into());
         }
@@ -76,8 +88,12 @@ impl Assembler {
                 continue;
             }
             if let Some(delta) = choice.delta {
-                if let Some(text) = delta.content.filter(|text| !text.is_empty()) {
-                    events.push(ReplyEvent::Delta { text });
+                if let Some(wire) = delta.content {
+                    let mut text = String::new();
+                    self.content.push(&wire.0, &mut text);
+                    if !text.is_empty() {
+                        events.push(ReplyEvent::Delta { text });
+                    }
                 }
                 for call in delta.tool_calls.into_iter().flatten() {
                     self.add_call_delta(call);
@@ -124,14 +140,19 @@ impl Assembler {
                 call.name = name;
             }
             if let Some(arguments) = function.arguments {
-                call.arguments.push_str(&arguments);
+                call.arguments.extend_from_slice(&arguments.0);
             }
         }
     }
 
     fn complete(&mut self) -> Result<Vec<ReplyEvent>, OpenAiError> {
         let reason = self.finish_reason.take().ok_or(OpenAiError::Truncated)?;
-        let mut events = Vec::with_capacity(self.calls.len() + 1);
+        let mut events = Vec::with_capacity(self.calls.len() + 2);
+        let mut rest = String::new();
+        self.content.finish(&mut rest);
+        if !rest.is_empty() {
+            events.push(ReplyEvent::Delta { text: rest });
+        }
         for (index, call) in std::mem::take(&mut self.calls) {
             if call.name.is_empty() {
                 return Err(OpenAiError::Decode {
@@ -141,13 +162,14 @@ impl Assembler {
             let id = if call.id.is_empty() {
                 format!("call_{index}")
             } else {
-                call.id
+                storable_name(&call.id)
             };
+            let arguments = WireText(call.arguments).into_text();
             events.push(ReplyEvent::ToolCall {
                 call: ToolCall {
                     id,
-                    name: call.name,
-                    arguments: parse_arguments(&call.arguments),
+                    name: storable_name(&call.name),
+                    arguments: parse_arguments(&arguments),
                 },
             });
         }
@@ -212,7 +234,7 @@ pub(crate) fn reply_stream(
                 Ok(None) => state.assembler.on_end().map(Progress::Done),
                 Ok(Some(Ok(event))) => state.assembler.on_event(&event.event, &event.data),
                 Ok(Some(Err(EventStreamError::Transport(error)))) => Err(OpenAiError::Connection {
-                    source: Box::new(error),
+                    source: Box::new(error.without_url()),
                 }),
                 Ok(Some(Err(error))) => Err(OpenAiError::Decode {
                     message: format!("the event stream is malformed: {error}"),
@@ -225,13 +247,7 @@ pub(crate) fn reply_stream(
                     state.done = true;
                 }
                 Err(error) => {
-                    let error = match error {
-                        OpenAiError::Stream { code, message } => OpenAiError::Stream {
-                            code,
-                            message: state.http.redact(&message),
-                        },
-                        other => other,
-                    };
+                    let error = state.http.redact_error(error);
                     tracing::warn!(%error, "the model's reply stream failed");
                     state.queue.push_back(Err(error.into()));
                     state.done = true;

@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use conversation_core::{Error, Message, Result, Role, TitleGenerator, sanitize_title};
 use tracing::debug;
 
-use crate::http::Http;
+use crate::http::{Failure, Http};
 use crate::wire::{ChatBody, Completion, WireMessage};
 use crate::{OpenAiConfig, OpenAiError};
 
@@ -89,9 +89,10 @@ impl OpenAiTitleGenerator {
         self
     }
 
-    /// The model asked for titles.
-    pub fn model(&self) -> &str {
-        self.model.as_deref().unwrap_or(&self.http.config.model)
+    /// The model asked for titles: the one set here, else the chat model's
+    /// (configured or chosen from the server's list); `None` until one is known.
+    pub fn model(&self) -> Option<&str> {
+        self.model.as_deref().or_else(|| self.http.known_model())
     }
 }
 
@@ -129,8 +130,12 @@ impl TitleGenerator for OpenAiTitleGenerator {
                 truncate(&reply.content, Self::INPUT_MAX_CHARS)
             ));
         }
+        let model = match &self.model {
+            Some(model) => model.as_str(),
+            None => self.http.model(None).await?,
+        };
         let body = ChatBody {
-            model: self.model(),
+            model,
             messages: vec![
                 WireMessage::text(Role::System, INSTRUCTIONS),
                 WireMessage::text(Role::User, &excerpt),
@@ -141,9 +146,13 @@ impl TitleGenerator for OpenAiTitleGenerator {
             temperature: Some(self.temperature),
             max_tokens: Some(self.max_tokens),
         };
-        debug!(model = %self.model(), "asking for a title");
-        let answer = self.http.complete(&body).await?;
-        Ok(title_from_answer(&answer)?)
+        debug!(model, "asking for a title");
+        let answer = self
+            .http
+            .complete(&body, None)
+            .await
+            .map_err(Failure::into_error)?;
+        title_from_answer(&answer).map_err(|error| self.http.redact_error(error).into())
     }
 }
 
@@ -157,25 +166,25 @@ fn truncate(text: &str, max: usize) -> String {
 }
 
 fn title_from_answer(body: &[u8]) -> std::result::Result<String, OpenAiError> {
-    let value: serde_json::Value =
+    // Straight into the completion, never through `serde_json::Value`: its text is
+    // read as WTF-8, which keeps (and then replaces) a lone surrogate half.
+    let completion: Completion =
         serde_json::from_slice(body).map_err(|error| OpenAiError::Decode {
-            message: format!("the answer is not JSON: {error}"),
+            message: if serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok() {
+                format!("the answer is not a chat completion: {error}")
+            } else {
+                format!("the answer is not JSON: {error}")
+            },
         })?;
-    if let Some((code, message)) = value
-        .get("error")
-        .filter(|e| !e.is_null())
-        .and_then(|_| crate::error::error_parts(&value))
-    {
+    if let Some(error) = completion.error.filter(|e| !e.is_null()) {
+        let (code, message) = crate::error::error_parts(&serde_json::json!({ "error": error }))
+            .unwrap_or((None, "an error inside a successful answer".to_owned()));
         return Err(OpenAiError::Api {
             status: 200,
             code,
             message,
         });
     }
-    let completion: Completion =
-        serde_json::from_value(value).map_err(|error| OpenAiError::Decode {
-            message: format!("the answer is not a chat completion: {error}"),
-        })?;
     let choice = completion
         .choices
         .and_then(|choices| choices.into_iter().next())
@@ -183,11 +192,7 @@ fn title_from_answer(body: &[u8]) -> std::result::Result<String, OpenAiError> {
             message: "the answer has no choices".to_owned(),
         })?;
     match choice.finish_reason.as_deref() {
-        Some("content_filter") => {
-            return Err(OpenAiError::NoTitle {
-                reason: "the provider's content filter stopped the answer".to_owned(),
-            });
-        }
+        Some("content_filter") => return Err(OpenAiError::ContentFiltered),
         Some("length") => {
             return Err(OpenAiError::NoTitle {
                 reason: "the answer was cut at max_tokens".to_owned(),
@@ -198,7 +203,10 @@ fn title_from_answer(body: &[u8]) -> std::result::Result<String, OpenAiError> {
     let text = choice
         .message
         .and_then(|message| message.content)
-        .unwrap_or_default();
+        .unwrap_or_default()
+        .into_text()
+        // A title has no use for a broken character (or a NUL, replaced alike).
+        .replace(crate::text::REPLACEMENT, " ");
     let text = without_reasoning(&text).ok_or_else(|| OpenAiError::NoTitle {
         reason: "the answer is all unfinished reasoning".to_owned(),
     })?;
@@ -244,9 +252,15 @@ mod tests {
             .unwrap(),
             "Index tuning"
         );
+        assert!(matches!(
+            title_from_answer(&answer(json!("Anything"), "content_filter")),
+            Err(OpenAiError::ContentFiltered)
+        ));
+        // Escaped surrogates: a pair is the character, a lone half dropped.
+        let escaped = br#"{"choices": [{"message": {"content": "Emoji \ud83d\ude00 half \ud83d"}, "finish_reason": "stop"}]}"#;
+        assert_eq!(title_from_answer(escaped).unwrap(), "Emoji \u{1F600} half");
         for (content, finish) in [
             (json!("Partial title that"), "length"),
-            (json!("Anything"), "content_filter"),
             (json!(""), "stop"),
             (json!(null), "stop"),
             (json!("<think>still thinking"), "stop"),

@@ -4,6 +4,8 @@ use conversation_core::{FinishReason, Message, Role, ToolCall, ToolDefinition, U
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::text::{WireText, make_storable, storable_text};
+
 /// A chat-completions request body.
 #[derive(Debug, Serialize)]
 pub(crate) struct ChatBody<'a> {
@@ -122,12 +124,16 @@ impl<'a> From<&'a ToolDefinition> for WireTool<'a> {
 }
 
 /// Arguments text as a JSON value: `{}` when empty, the text as a JSON string when
-/// it does not parse (kept, never dropped).
+/// it does not parse (kept, never dropped). NUL, which stores refuse, is replaced by
+/// U+FFFD in the text and in every string and key it holds.
 pub(crate) fn parse_arguments(raw: &str) -> Value {
+    let raw = storable_text(raw);
     if raw.trim().is_empty() {
         return Value::Object(serde_json::Map::new());
     }
-    serde_json::from_str(raw).unwrap_or_else(|_| Value::String(raw.to_owned()))
+    let mut value = serde_json::from_str(&raw).unwrap_or(Value::String(raw));
+    make_storable(&mut value);
+    value
 }
 
 pub(crate) fn finish_reason(raw: &str) -> FinishReason {
@@ -166,6 +172,9 @@ impl From<WireUsage> for Usage {
 pub(crate) struct Completion {
     #[serde(default)]
     pub(crate) choices: Option<Vec<CompletionChoice>>,
+    /// An error a server put inside a successful answer.
+    #[serde(default)]
+    pub(crate) error: Option<Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -179,7 +188,7 @@ pub(crate) struct CompletionChoice {
 #[derive(Debug, Deserialize)]
 pub(crate) struct CompletionMessage {
     #[serde(default)]
-    pub(crate) content: Option<String>,
+    pub(crate) content: Option<WireText>,
 }
 
 /// One chunk of a streamed answer.
@@ -189,6 +198,9 @@ pub(crate) struct Chunk {
     pub(crate) choices: Option<Vec<ChunkChoice>>,
     #[serde(default)]
     pub(crate) usage: Option<WireUsage>,
+    /// An error event sent as an unnamed event (OpenAI's mid-stream errors).
+    #[serde(default)]
+    pub(crate) error: Option<Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -204,7 +216,7 @@ pub(crate) struct ChunkChoice {
 #[derive(Debug, Deserialize)]
 pub(crate) struct Delta {
     #[serde(default)]
-    pub(crate) content: Option<String>,
+    pub(crate) content: Option<WireText>,
     #[serde(default)]
     pub(crate) tool_calls: Option<Vec<ToolCallDelta>>,
 }
@@ -224,13 +236,14 @@ pub(crate) struct FunctionDelta {
     #[serde(default)]
     pub(crate) name: Option<String>,
     #[serde(default)]
-    pub(crate) arguments: Option<String>,
+    pub(crate) arguments: Option<WireText>,
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use conversation_core::{ConversationId, NewMessage, now};
+    use conversation_core::backend::now;
+    use conversation_core::{ConversationId, NewMessage};
     use serde_json::json;
 
     #[test]
@@ -251,7 +264,7 @@ mod tests {
             NewMessage::tool("call_1", "1 row"),
             NewMessage::user("thanks"),
         ]
-        .map(|m| m.into_message(id, 1, now()));
+        .map(|m| m.into_message(id, 1, None, now()));
         let wire: Vec<Value> = messages
             .iter()
             .map(|m| serde_json::to_value(WireMessage::from_message(m)).unwrap())
@@ -275,5 +288,15 @@ mod tests {
         assert_eq!(parse_arguments(""), json!({}));
         assert_eq!(parse_arguments("{\"a\":1}"), json!({"a": 1}));
         assert_eq!(parse_arguments("{\"a\":"), json!("{\"a\":"));
+        // NUL, raw or escaped inside the arguments' own JSON, is replaced.
+        assert_eq!(
+            parse_arguments("{\"a\":\"x\u{0}\"}"),
+            json!({"a": "x\u{FFFD}"})
+        );
+        assert_eq!(
+            parse_arguments(r#"{"a":"x\u0000"}"#),
+            json!({"a": "x\u{FFFD}"})
+        );
+        assert_eq!(parse_arguments("{\"a\":\u{0}"), json!("{\"a\":\u{FFFD}"));
     }
 }
