@@ -12,6 +12,7 @@ use crate::problem::{ApiError, Problem};
 
 /// Why a request was refused by a [`ScopeAuthorizer`]; each becomes a problem document.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Denial {
     /// `401 unauthorized`: credentials are missing or invalid. `challenge`, when set, is
     /// sent as the `WWW-Authenticate` header (e.g. `Bearer realm="conversations"`).
@@ -45,6 +46,7 @@ impl From<Denial> for ApiError {
                     "credentials are missing or invalid",
                 )),
                 challenge: challenge.and_then(|c| HeaderValue::from_str(&c).ok()),
+                retry_after: None,
             },
             Denial::Forbidden => ApiError::new(
                 StatusCode::FORBIDDEN,

@@ -16,21 +16,27 @@ use crate::problem::PROBLEM_JSON;
     info(
         title = "Conversations",
         description = "Multi-session AI-agent conversations: create, list, rename, pin, archive and \
-            delete conversations of a scope, append messages, read the context window, and stream \
-            a model's reply as Server-Sent Events. Every error is an RFC 9457 problem document \
+            delete conversations of a scope, append messages, read the context window, stream \
+            a model's reply as Server-Sent Events, search, export and import conversations \
+            as JSON Lines and act on many at once. Every error is an RFC 9457 problem document \
             (`application/problem+json`) with a stable `code`.",
     ),
     components(schemas(
         conversation_core::ArchivedFilter,
+        conversation_core::MessageView,
         crate::Problem,
         crate::ReplyStreamEvent,
         crate::StoredMessage,
         crate::ReplyDelta,
+        crate::RunFinished,
+        conversation_core::Run,
         conversation_core::ToolCall,
     )),
     tags(
         (name = "conversations", description = "Conversations of a scope"),
-        (name = "messages", description = "Messages, the context window and replies"),
+        (name = "messages", description = "Messages and the context window"),
+        (name = "runs", description = "Agent runs: replies with their tool loop, events, stop"),
+        (name = "lifecycle", description = "Export and import as JSON Lines, bulk actions"),
         (name = "meta", description = "This document"),
     )
 )]
@@ -77,7 +83,11 @@ impl IntoResponses for ScopeErrors {
             ),
             entry(
                 403,
-                problem_response("The host's authorizer refuses this caller (`forbidden`)."),
+                problem_response(
+                    "The host's authorizer refuses this caller (`forbidden`), the `Host` is not \
+                     one the server answers to (`host_not_allowed`), or a write comes from a \
+                     page of another site (`cross_origin_refused`).",
+                ),
             ),
             entry(
                 404,
@@ -96,8 +106,9 @@ impl IntoResponses for ScopeErrors {
             entry(
                 503,
                 problem_response(
-                    "A transient failure (`unavailable`) or a request that took too long \
-                     (`timeout`); retry after `Retry-After` seconds.",
+                    "A transient failure (`unavailable`), a request that took too long \
+                     (`timeout`) or, for message pages and the context window, too many large \
+                     reads at once (`busy`); retry after `Retry-After` seconds.",
                 )
                 .header(
                     "Retry-After",

@@ -4,7 +4,7 @@ use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, RawPathParams, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
-use conversation_core::{ConversationId, MAX_PAGE_SIZE, Scope};
+use conversation_core::{ConversationId, MAX_PAGE_SIZE, MessageId, Scope};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
@@ -22,6 +22,16 @@ fn path_param(params: &RawPathParams, name: &str) -> Option<String> {
         .map(|(_, value)| value.to_owned())
 }
 
+/// The raw text of path parameter `name`.
+pub(crate) async fn raw_path_param(
+    parts: &mut Parts,
+    state: &AppState,
+    name: &str,
+) -> Result<String, ApiError> {
+    let params = raw_params(parts, state).await?;
+    path_param(&params, name).ok_or_else(|| ApiError::parameter(name, "missing"))
+}
+
 async fn raw_params(parts: &mut Parts, state: &AppState) -> Result<RawPathParams, ApiError> {
     RawPathParams::from_request_parts(parts, state)
         .await
@@ -35,6 +45,22 @@ impl FromRequestParts<AppState> for ScopeAccess {
         let params = raw_params(parts, state).await?;
         let raw =
             path_param(&params, "scope").ok_or_else(|| ApiError::parameter("scope", "missing"))?;
+        // The router strips its mount point: the scope is the first segment, still
+        // percent-encoded. A `%` not followed by two hex digits is a mistake, not a
+        // literal `%` (which is sent as `%25`).
+        let encoded = parts
+            .uri
+            .path()
+            .trim_start_matches('/')
+            .split('/')
+            .next()
+            .unwrap_or_default();
+        if has_malformed_escape(encoded) {
+            return Err(ApiError::parameter(
+                "scope",
+                "invalid scope: a `%` that does not start a percent-escape (send `%25` for `%`)",
+            ));
+        }
         let scope = Scope::new(raw).map_err(|error| match error {
             conversation_core::Error::InvalidInput { reason, .. } => {
                 ApiError::parameter("scope", format!("invalid scope: {reason}"))
@@ -48,6 +74,35 @@ impl FromRequestParts<AppState> for ScopeAccess {
             .await
             .map_err(ApiError::from)?;
         Ok(Self(scope))
+    }
+}
+
+/// Whether `text` holds a `%` not followed by two hexadecimal digits.
+fn has_malformed_escape(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    bytes.iter().enumerate().any(|(at, &byte)| {
+        byte == b'%'
+            && !(bytes.get(at + 1).is_some_and(u8::is_ascii_hexdigit)
+                && bytes.get(at + 2).is_some_and(u8::is_ascii_hexdigit))
+    })
+}
+
+/// The request's `X-Request-Id` (set by [`harden`](crate::harden)), for the problem
+/// documents a route sends after its response head (a reply's `error` event).
+#[derive(Debug)]
+pub(crate) struct RequestIdHeader(pub(crate) Option<String>);
+
+impl<S: Send + Sync> FromRequestParts<S> for RequestIdHeader {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self(
+            parts
+                .headers
+                .get(crate::problem::REQUEST_ID)
+                .and_then(|value| value.to_str().ok())
+                .map(str::to_owned),
+        ))
     }
 }
 
@@ -67,6 +122,23 @@ impl FromRequestParts<AppState> for ConversationParam {
     }
 }
 
+/// The message id of the path (`{message}`).
+#[derive(Debug)]
+pub(crate) struct MessageParam(pub(crate) MessageId);
+
+impl FromRequestParts<AppState> for MessageParam {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let params = raw_params(parts, state).await?;
+        let raw = path_param(&params, "message")
+            .ok_or_else(|| ApiError::parameter("message", "missing"))?;
+        raw.parse()
+            .map(Self)
+            .map_err(|_| ApiError::parameter("message", "not a UUID"))
+    }
+}
+
 /// A JSON body: `application/json` or `application/*+json`, within the size limit,
 /// syntactically valid JSON of any shape.
 #[derive(Debug)]
@@ -77,54 +149,68 @@ pub(crate) struct JsonValue(pub(crate) Value);
 #[derive(Debug)]
 pub(crate) struct JsonBody<T>(pub(crate) T);
 
-fn is_json_content_type(headers: &HeaderMap) -> bool {
-    let Some(value) = headers
+/// The media type of the request's `Content-Type` without its parameters,
+/// lowercased (`application/json`), if it has one.
+pub(crate) fn media_type(headers: &HeaderMap) -> Option<String> {
+    let value = headers
         .get(header::CONTENT_TYPE)
-        .and_then(|value| value.to_str().ok())
-    else {
-        return false;
-    };
-    let essence = value
-        .split(';')
-        .next()
-        .unwrap_or_default()
-        .trim()
-        .to_ascii_lowercase();
-    essence == "application/json"
-        || (essence.starts_with("application/") && essence.ends_with("+json"))
+        .and_then(|value| value.to_str().ok())?;
+    Some(
+        value
+            .split(';')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_ascii_lowercase(),
+    )
+}
+
+fn is_json_content_type(headers: &HeaderMap) -> bool {
+    media_type(headers).is_some_and(|essence| {
+        essence == "application/json"
+            || (essence.starts_with("application/") && essence.ends_with("+json"))
+    })
+}
+
+/// The bytes of a body sent as JSON (not yet parsed).
+async fn json_bytes(request: Request, state: &AppState) -> Result<Bytes, ApiError> {
+    if !is_json_content_type(request.headers()) {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "the body must be JSON, sent with Content-Type: application/json",
+        ));
+    }
+    Bytes::from_request(request, state)
+        .await
+        .map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                Problem::for_status(StatusCode::PAYLOAD_TOO_LARGE).into()
+            } else {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_body",
+                    "the request body could not be read",
+                )
+            }
+        })
+}
+
+fn parse_json(bytes: &[u8]) -> Result<Value, ApiError> {
+    serde_json::from_slice(bytes).map_err(|error| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+            format!("the body is not valid JSON: {error}"),
+        )
+    })
 }
 
 impl FromRequest<AppState> for JsonValue {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &AppState) -> Result<Self, ApiError> {
-        if !is_json_content_type(request.headers()) {
-            return Err(ApiError::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
-                "the body must be JSON, sent with Content-Type: application/json",
-            ));
-        }
-        let bytes = Bytes::from_request(request, state)
-            .await
-            .map_err(|rejection| {
-                if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                    Problem::for_status(StatusCode::PAYLOAD_TOO_LARGE).into()
-                } else {
-                    ApiError::new(
-                        StatusCode::BAD_REQUEST,
-                        "invalid_body",
-                        "the request body could not be read",
-                    )
-                }
-            })?;
-        serde_json::from_slice(&bytes).map(Self).map_err(|error| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_json",
-                format!("the body is not valid JSON: {error}"),
-            )
-        })
+        parse_json(&json_bytes(request, state).await?).map(Self)
     }
 }
 
@@ -141,6 +227,34 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
             ));
         }
         from_json(value).map(Self)
+    }
+}
+
+/// The body of a `POST` that takes no data (`…/title`): nothing or `{}`, sent as
+/// `application/json` like every other write. Requiring the JSON content type means a
+/// cross-site HTML form (which can only send form and text types) can never trigger
+/// the route.
+#[derive(Debug)]
+pub(crate) struct EmptyJsonBody;
+
+impl FromRequest<AppState> for EmptyJsonBody {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, ApiError> {
+        let bytes = json_bytes(request, state).await?;
+        if bytes.trim_ascii().is_empty()
+            || parse_json(&bytes)?
+                .as_object()
+                .is_some_and(serde_json::Map::is_empty)
+        {
+            Ok(Self)
+        } else {
+            Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_body",
+                "this route takes no data: send `{}` or nothing, as application/json",
+            ))
+        }
     }
 }
 
@@ -325,6 +439,16 @@ mod tests {
             headers.append(header::IF_MATCH, HeaderValue::from_str(value).unwrap());
         }
         IfMatch::from_headers(&headers).map_err(|e| e.problem.code.clone())
+    }
+
+    #[test]
+    fn malformed_percent_escapes() {
+        for good in ["a", "a%20b", "%25", "%2F%2f", "100%25"] {
+            assert!(!has_malformed_escape(good), "{good}");
+        }
+        for bad in ["%", "%ZZ", "a%2", "%G0", "50%", "%%41"] {
+            assert!(has_malformed_escape(bad), "{bad}");
+        }
     }
 
     #[test]

@@ -2,7 +2,9 @@
 
 use std::error::Error as _;
 
+use axum::extract::Request;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use conversation_core::Error;
 use serde::{Deserialize, Serialize};
@@ -11,7 +13,7 @@ use utoipa::ToSchema;
 /// The media type of every error response.
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
-/// Seconds a client is told to wait (`Retry-After`) after a `503`.
+/// Seconds a client is told to wait (`Retry-After`) after a `429` or `503`.
 pub const RETRY_AFTER_SECONDS: u64 = 1;
 
 /// An RFC 9457 problem document, the body of every error response
@@ -24,7 +26,7 @@ pub const RETRY_AFTER_SECONDS: u64 = 1;
 /// | status | `code` | when |
 /// |---|---|---|
 /// | 400 | `invalid_json` | the body is not JSON (syntax error, truncated, trailing text) |
-/// | 400 | `invalid_body` | the JSON does not have the documented shape: unknown or missing field, wrong type, a malformed UUID |
+/// | 400 | `invalid_body` | the JSON does not have the documented shape: unknown or missing field, wrong type, a malformed UUID; a line of an import that is not UTF-8 |
 /// | 400 | `invalid_parameter` | a path or query parameter does not parse: bad scope, bad UUID, `limit=abc`, `limit=0`, a cursor this list did not return |
 /// | 400 | `invalid_header` | a malformed `If-Match` |
 /// | 401 | `unauthorized` | the host's authorizer wants credentials |
@@ -34,13 +36,25 @@ pub const RETRY_AFTER_SECONDS: u64 = 1;
 /// | 405 | `method_not_allowed` | the route does not take this method (see `Allow`) |
 /// | 409 | `conflict` | `expectedVersion` in the body is not the stored version; nothing changed |
 /// | 412 | `precondition_failed` | `If-Match` does not match the stored version; nothing changed |
-/// | 413 | `payload_too_large` | the body exceeds `HttpLimits::max_body_bytes` |
-/// | 415 | `unsupported_media_type` | a body that is not `application/json` (or `application/*+json`) |
-/// | 422 | `invalid_input` | well-formed input that breaks a rule: too long, NUL character, empty title, a tool message without `toolCallId` … |
-/// | 500 | `internal_error` | a fault of the store or model; the cause is logged, never sent |
+/// | 403 | `host_not_allowed` | the `Host` is not one the server answers to ([`AllowedHosts`](crate::AllowedHosts), against DNS rebinding) |
+/// | 403 | `cross_origin_refused` | a write sent by a page of another site (`Sec-Fetch-Site`, `Origin`) |
+/// | 413 | `payload_too_large` | the body exceeds `HttpLimits::max_body_bytes`; an import's, or one of its lines, its own limit (`HttpLimits::max_import_bytes`, `max_import_line_bytes`, `max_chatgpt_import_bytes`) |
+/// | 415 | `unsupported_media_type` | a body (or a body-less `POST`) not sent as `application/json` (or `application/*+json`); an import neither `application/x-ndjson` nor `application/json` |
+/// | 422 | `invalid_input` | well-formed input that breaks a rule: too long, NUL character, empty title, a tool message without `toolCallId`, a search text with no word, too many ids for a bulk action … |
+/// | 409 | `run_in_progress` | the conversation has a run going; wait for it or cancel it |
+/// | 429 | `too_many_replies` | the server or the scope streams as many replies as allowed; retry after `Retry-After` seconds |
+/// | 500 | `internal_error` | a fault of the store; the cause is logged, never sent |
+/// | 502 | `upstream_unauthorized`, `upstream_forbidden`, `upstream_not_found`, `upstream_quota_exceeded`, `upstream_invalid_request`, `upstream_bad_response`, `upstream_content_filtered` | the model provider refused or failed; `detail` says what to check (key, base URL, model) and names no URL or key |
+/// | 503 | `upstream_rate_limited`, `upstream_unavailable`, `upstream_timeout` | the model provider is busy or down; `Retry-After` is the provider's own when it gave one |
 /// | 501 | `model_not_configured` | `reply` on a router with no chat model |
-/// | 503 | `unavailable` | a transient failure; retry after `Retry-After` seconds |
+/// | 503 | `unavailable` | a transient failure (the cause is logged, never sent); retry after `Retry-After` seconds |
 /// | 503 | `timeout` | the request took longer than the configured timeout; retry after `Retry-After` seconds |
+/// | 503 | `busy` | as many large reads run as allowed; retry after `Retry-After` seconds |
+/// | 503 | `not_ready` | `/readyz`: the store cannot serve now |
+///
+/// When the request went through [`harden`](crate::harden) (as every request of
+/// [`router`](crate::router) does), `requestId` is the request's `X-Request-Id`, also
+/// found in the server's log line of the request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Problem {
@@ -59,6 +73,9 @@ pub struct Problem {
     /// The offending input, when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
+    /// The id of the request (its `X-Request-Id`), to find it in the server's log.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
 }
 
 impl Problem {
@@ -71,6 +88,7 @@ impl Problem {
             detail: detail.into(),
             code: code.to_owned(),
             field: None,
+            request_id: None,
         }
     }
 
@@ -94,6 +112,13 @@ impl Problem {
                 "not_found",
                 format!("{entity} not found"),
             ),
+            Error::RunInProgress { run_id } => Problem::new(
+                StatusCode::CONFLICT,
+                "run_in_progress",
+                format!(
+                    "run {run_id} is in progress in this conversation; wait for it or cancel it"
+                ),
+            ),
             Error::Conflict { expected, actual } => Problem::new(
                 StatusCode::CONFLICT,
                 "conflict",
@@ -107,6 +132,17 @@ impl Problem {
                 format!("invalid {field}: {reason}"),
             )
             .with_field(field.clone()),
+            Error::Model { kind, message, .. } => {
+                tracing::warn!(code = kind.code(), error = %error, "request failed: the model provider failed");
+                let status = if kind.is_transient() {
+                    StatusCode::SERVICE_UNAVAILABLE
+                } else {
+                    StatusCode::BAD_GATEWAY
+                };
+                Problem::new(status, kind.code(), message.clone())
+            }
+            // The message and its source are the backend's words (driver errors, file
+            // paths): they go to the log, the client gets a stable sentence.
             Error::Unavailable { message, source } => {
                 tracing::warn!(
                     error = %message,
@@ -116,7 +152,7 @@ impl Problem {
                 Problem::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "unavailable",
-                    format!("temporarily unavailable ({message}); retry later"),
+                    "the store or the model is temporarily unavailable; retry later",
                 )
             }
             other => {
@@ -196,11 +232,20 @@ impl IntoResponse for Problem {
 pub(crate) struct ApiError {
     pub(crate) problem: Box<Problem>,
     pub(crate) challenge: Option<HeaderValue>,
+    /// `Retry-After` of a 503, when the cause said how long (else
+    /// [`RETRY_AFTER_SECONDS`]).
+    pub(crate) retry_after: Option<std::time::Duration>,
 }
 
 impl ApiError {
     pub(crate) fn new(status: StatusCode, code: &str, detail: impl Into<String>) -> Self {
         Problem::new(status, code, detail).into()
+    }
+
+    /// Names the offending input.
+    pub(crate) fn with_field(mut self, field: impl Into<String>) -> Self {
+        self.problem.field = Some(field.into());
+        self
     }
 
     pub(crate) fn parameter(field: &str, detail: impl Into<String>) -> Self {
@@ -215,28 +260,57 @@ impl From<Problem> for ApiError {
         Self {
             problem: Box::new(problem),
             challenge: None,
+            retry_after: None,
         }
     }
 }
 
 impl From<Error> for ApiError {
     fn from(error: Error) -> Self {
-        Problem::from_error(&error).into()
+        let mut api = ApiError::from(Problem::from_error(&error));
+        api.retry_after = error.retry_after();
+        api
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let status = self.problem.status_code();
+        let mut response = self.problem.render();
+        if let Some(challenge) = self.challenge {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, challenge);
+        }
+        // The provider's own wait, when it gave one, instead of the default.
+        if let Some(wait) = self.retry_after
+            && response.headers().contains_key(header::RETRY_AFTER)
+        {
+            let seconds = (wait.as_secs_f64().ceil() as u64).max(1);
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        response
+    }
+}
+
+impl Problem {
+    /// The response carrying this document: its status, `Content-Type`, `Retry-After`
+    /// for `429` and `503`, and the document itself in the response's extensions so
+    /// that [`finish_problems`] can add the request id without parsing the body.
+    fn render(self) -> Response {
+        let status = self.status_code();
         let mut headers = HeaderMap::new();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
-        if status == StatusCode::SERVICE_UNAVAILABLE {
+        if matches!(
+            status,
+            StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS
+        ) {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
         }
-        if let Some(challenge) = self.challenge {
-            headers.insert(header::WWW_AUTHENTICATE, challenge);
-        }
-        (status, headers, self.problem.to_body()).into_response()
+        let mut response = (status, headers, self.to_body()).into_response();
+        response.extensions_mut().insert(self);
+        response
     }
 }
 
@@ -249,25 +323,45 @@ fn is_problem(response: &Response) -> bool {
         .is_some_and(|value| value.starts_with(PROBLEM_JSON))
 }
 
-/// Turns every error response that is not yet a problem document (a bare `405` from
-/// method routing, `413` from the body limit, `503` from the timeout) into one,
-/// keeping its status and headers such as `Allow`.
-pub(crate) async fn ensure_problem(response: Response) -> Response {
+/// Middleware making every error response a problem document with the request's id:
+/// a bare error (a `404` of a host's router, `405` from method routing, `413` from the
+/// body limit, `503` from the timeout) becomes one, keeping its status and headers
+/// such as `Allow`; a document of ours gets `requestId`. A problem document of
+/// someone else's is left as it is.
+pub(crate) async fn finish_problems(request: Request, next: Next) -> Response {
+    let request_id = request
+        .headers()
+        .get(REQUEST_ID)
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_owned);
+    let mut response = next.run(request).await;
     let status = response.status();
-    if !(status.is_client_error() || status.is_server_error()) || is_problem(&response) {
+    if !(status.is_client_error() || status.is_server_error()) {
         return response;
     }
+    let mut problem = match response.extensions_mut().remove::<Problem>() {
+        Some(problem) => problem,
+        None if is_problem(&response) => return response,
+        None => Problem::for_status(status),
+    };
     let (mut parts, _) = response.into_parts();
     parts.headers.remove(header::CONTENT_LENGTH);
-    let mut problem = ApiError::from(Problem::for_status(status)).into_response();
-    let headers = problem.headers_mut();
+    let mut finished = Problem {
+        request_id: request_id.or(problem.request_id.take()),
+        ..problem
+    }
+    .render();
+    let headers = finished.headers_mut();
     for (name, value) in &parts.headers {
         if !headers.contains_key(name) {
             headers.insert(name.clone(), value.clone());
         }
     }
-    problem
+    finished
 }
+
+/// The request id header, set by [`harden`](crate::harden).
+pub(crate) const REQUEST_ID: &str = "x-request-id";
 
 /// The response for a panicking handler: a `500` problem; the panic is logged.
 pub(crate) fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {

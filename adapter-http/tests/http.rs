@@ -10,13 +10,27 @@ mod support;
 
 #[path = "http/bad_input.rs"]
 mod bad_input;
+#[path = "http/bounds.rs"]
+mod bounds;
 #[path = "http/concurrency.rs"]
 mod concurrency;
+#[path = "http/guard.rs"]
+mod guard;
+#[path = "http/hygiene.rs"]
+mod hygiene;
 #[path = "http/isolation.rs"]
 mod isolation;
+#[path = "http/lifecycle.rs"]
+mod lifecycle;
 #[path = "http/openapi.rs"]
 mod openapi;
 #[path = "http/reply.rs"]
 mod reply;
 #[path = "http/routes.rs"]
 mod routes;
+#[path = "http/search.rs"]
+mod search;
+#[path = "http/serving.rs"]
+mod serving;
+#[path = "http/tree.rs"]
+mod tree;

@@ -9,7 +9,8 @@ use conversation_core::{MessageId, TitleSource};
 use conversation_store_memory::MemoryStore;
 use serde_json::{Value, json};
 
-use crate::support::{Options, PREFIX, SlowTitleStore, TestApp};
+use crate::support::{Options, PREFIX, SlowAppends, TestApp};
+use conversation_core::testkit::Intercepted;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parallel_posts_store_every_message_once_with_gap_free_seq() {
@@ -76,18 +77,18 @@ async fn parallel_posts_store_every_message_once_with_gap_free_seq() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_leaving_mid_write_does_not_leave_it_half_done() {
-    let store = Arc::new(SlowTitleStore {
-        inner: MemoryStore::new(),
-        delay: Duration::from_millis(300),
-    });
+    let store = Arc::new(Intercepted::new(
+        MemoryStore::new(),
+        SlowAppends(Duration::from_millis(300)),
+    ));
     let app = TestApp::with(Options {
         store: Some(store),
         ..Options::default()
     });
     let id = app.conversation("db-1").await.id;
     let address = app.serve().await;
-    // The client gives up while the store is between the append and the heuristic
-    // title that belongs to it.
+    // The client gives up while the append (with the heuristic title that belongs
+    // to it) is in flight.
     let client = reqwest::Client::builder()
         .timeout(Duration::from_millis(50))
         .build()

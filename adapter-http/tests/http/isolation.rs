@@ -57,7 +57,7 @@ async fn every_route_of_another_scope_is_404_and_changes_nothing() {
         )
         .header("if-match", "\"3\""),
         TestRequest::get(format!("{base}/context")),
-        TestRequest::new(Method::POST, format!("{base}/title")),
+        TestRequest::post(format!("{base}/title"), json!({})),
         TestRequest::post(format!("{base}/reply"), json!({"content": "tell me"})),
     ];
     for request in requests {

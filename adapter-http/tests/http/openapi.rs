@@ -4,6 +4,7 @@
 use std::collections::BTreeSet;
 
 use axum::http::{Method, StatusCode};
+use futures::StreamExt as _;
 use serde_json::{Value, json};
 
 use crate::support::{TestApp, TestRequest};
@@ -17,9 +18,20 @@ const SERVED: &[(&str, &str)] = &[
     ("DELETE", "/{scope}/conversations/{id}"),
     ("GET", "/{scope}/conversations/{id}/messages"),
     ("POST", "/{scope}/conversations/{id}/messages"),
+    ("GET", "/{scope}/conversations/{id}/messages/{message}"),
+    ("DELETE", "/{scope}/conversations/{id}/messages/{message}"),
+    ("POST", "/{scope}/conversations/{id}/fork"),
     ("GET", "/{scope}/conversations/{id}/context"),
     ("POST", "/{scope}/conversations/{id}/title"),
     ("POST", "/{scope}/conversations/{id}/reply"),
+    ("GET", "/{scope}/conversations/{id}/runs/{run}"),
+    ("GET", "/{scope}/conversations/{id}/runs/{run}/events"),
+    ("POST", "/{scope}/conversations/{id}/runs/{run}/cancel"),
+    ("GET", "/{scope}/search"),
+    ("POST", "/{scope}/conversations/bulk"),
+    ("GET", "/{scope}/conversations/{id}/export"),
+    ("GET", "/{scope}/export"),
+    ("POST", "/{scope}/import"),
     ("GET", "/openapi.json"),
 ];
 
@@ -102,7 +114,10 @@ async fn the_document_is_openapi_3_1_and_every_reference_resolves() {
                 body["content"]["application/json"]["schema"].is_object(),
                 "{method} {path}"
             );
-            assert_eq!(body["required"], true, "{method} {path}");
+            // Only the title route takes an optional body (`{}` or nothing).
+            let optional = path.ends_with("/title");
+            let required = body["required"].as_bool().unwrap_or(false);
+            assert_eq!(required, !optional, "{method} {path}");
         }
     }
     assert_eq!(operation_ids.len(), SERVED.len());
@@ -156,18 +171,56 @@ async fn the_document_names_exactly_the_served_routes() {
     ]));
     for (method, path) in &documented {
         let id = app.conversation("s").await.id;
-        app.service
+        let message = app
+            .service
             .append_user(&crate::support::scope_of("s"), id, "hello")
             .await
-            .unwrap();
+            .unwrap()
+            .messages[0]
+            .id;
+        // A run to read (ended) or to cancel (still running).
+        let run = if path.contains("{run}") {
+            let cancelling = method == "POST";
+            app.model.push(crate::support::Script::steps(if cancelling {
+                vec![crate::support::Step::Hang]
+            } else {
+                vec![crate::support::delta("ok"), crate::support::finished()]
+            }));
+            let handle = app
+                .service
+                .start_run(
+                    &crate::support::scope_of("s"),
+                    id,
+                    conversation_core::ReplyRequest::default(),
+                )
+                .await
+                .unwrap();
+            if !cancelling {
+                handle.events.for_each(|_| async {}).await;
+            }
+            handle.run.id.to_string()
+        } else {
+            String::new()
+        };
         let path = path
             .replace("{scope}", "s")
-            .replace("{id}", &id.to_string());
+            .replace("{id}", &id.to_string())
+            .replace("{message}", &message.to_string())
+            .replace("{run}", &run);
         let method = Method::from_bytes(method.as_bytes()).unwrap();
         let body = match path.rsplit('/').next() {
             Some("messages") => json!({"role": "user", "content": "hi"}),
             Some("reply") => json!({"content": "hi"}),
+            Some("fork") => json!({"messageId": message}),
+            Some("bulk") => json!({"action": "pin", "ids": [id]}),
+            // ChatGPT's format: an array of conversations.
+            Some("import") => json!([]),
             _ => json!({}),
+        };
+        let path = if path.ends_with("/search") {
+            format!("{path}?q=hello")
+        } else {
+            path
         };
         let request = if method == Method::POST || method == Method::PATCH {
             TestRequest::new(method.clone(), &path).json(body)
@@ -185,10 +238,17 @@ async fn the_document_names_exactly_the_served_routes() {
 
     // Methods the document does not name are 405 on every documented path.
     for (path, item) in document["paths"].as_object().unwrap() {
-        let path = path.replace("{scope}", "s").replace(
-            "{id}",
-            &conversation_core::ConversationId::new().to_string(),
-        );
+        let path = path
+            .replace("{scope}", "s")
+            .replace(
+                "{id}",
+                &conversation_core::ConversationId::new().to_string(),
+            )
+            .replace(
+                "{message}",
+                &conversation_core::MessageId::new().to_string(),
+            )
+            .replace("{run}", &conversation_core::RunId::new().to_string());
         for method in ["put", "post", "delete", "patch"] {
             if item.get(method).is_none() {
                 let method = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
@@ -269,10 +329,11 @@ async fn every_error_response_is_documented_as_a_problem() {
     assert_eq!(
         events,
         [
+            (json!("run"), schema("Run")),
             (json!("message"), schema("StoredMessage")),
             (json!("delta"), schema("ReplyDelta")),
             (json!("toolCall"), schema("ToolCall")),
-            (json!("done"), schema("StoredMessage")),
+            (json!("done"), schema("RunFinished")),
             (json!("error"), schema("Problem")),
         ]
     );
@@ -285,5 +346,46 @@ async fn every_error_response_is_documented_as_a_problem() {
         paths["/{scope}/conversations/{id}"]["get"]["responses"]["200"]["headers"]
             .get("ETag")
             .is_some()
+    );
+    // Search, export, import and bulk name their schemas and media types.
+    assert_eq!(
+        paths["/{scope}/search"]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
+            ["$ref"],
+        "#/components/schemas/SearchResults"
+    );
+    assert!(
+        paths["/{scope}/search"]["get"]["responses"]
+            .get("422")
+            .is_some()
+    );
+    for export in ["/{scope}/export", "/{scope}/conversations/{id}/export"] {
+        let ok = &paths[export]["get"]["responses"]["200"];
+        assert_eq!(
+            ok["content"]["application/x-ndjson"]["schema"]["$ref"],
+            "#/components/schemas/ExportLine",
+            "{export}"
+        );
+        assert!(
+            ok["headers"].get("Content-Disposition").is_some(),
+            "{export}"
+        );
+    }
+    let import = &paths["/{scope}/import"]["post"];
+    assert_eq!(
+        import["requestBody"]["content"]["application/x-ndjson"]["schema"]["$ref"],
+        "#/components/schemas/ExportLine"
+    );
+    assert_eq!(
+        import["requestBody"]["content"]["application/json"]["schema"]["$ref"],
+        "#/components/schemas/ChatGptExport"
+    );
+    assert_eq!(
+        import["responses"]["200"]["content"]["application/json"]["schema"]["$ref"],
+        "#/components/schemas/ImportReport"
+    );
+    assert_eq!(
+        paths["/{scope}/conversations/bulk"]["post"]["responses"]["200"]["content"]["application/json"]
+            ["schema"]["$ref"],
+        "#/components/schemas/BulkResults"
     );
 }

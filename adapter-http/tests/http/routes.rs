@@ -122,8 +122,25 @@ async fn conversation_lifecycle_create_get_patch_delete() {
             .header("if-match", "*"),
         )
         .await;
-    assert_eq!(response.expect(StatusCode::OK)["metadata"], json!({"k": 1}));
+    // Metadata merges (RFC 7396): the key set at creation stays.
+    assert_eq!(
+        response.expect(StatusCode::OK)["metadata"],
+        json!({"k": 1, "origin": "sidebar"})
+    );
     assert_eq!(response.header("etag"), Some("\"4\""));
+    // `null` removes a key.
+    let response = app
+        .send(TestRequest::patch(
+            format!("/db-1/conversations/{id}"),
+            json!({"metadata": {"origin": null}}),
+        ))
+        .await;
+    assert_eq!(response.expect(StatusCode::OK)["metadata"], json!({"k": 1}));
+    // A delete at a stale version is refused and deletes nothing.
+    app.send(TestRequest::delete(format!("/db-1/conversations/{id}")).header("if-match", "\"4\""))
+        .await
+        .expect_problem(StatusCode::PRECONDITION_FAILED, "precondition_failed");
+    app.stored("db-1", conversation_id).await;
 
     let response = app
         .send(TestRequest::delete(format!("/db-1/conversations/{id}")))
@@ -214,12 +231,18 @@ async fn list_pages_filters_and_orders() {
         .expect(StatusCode::OK);
     assert_eq!(page["items"].as_array().unwrap().len(), 5);
     assert_eq!(page["nextCursor"], Value::Null);
+    // `q` takes the search's words (the last one as a prefix), not a substring.
     let page = app
-        .send(TestRequest::get("/db-1/conversations?q=ELTA"))
+        .send(TestRequest::get("/db-1/conversations?q=DEL"))
         .await
         .expect(StatusCode::OK);
     assert_eq!(page["items"].as_array().unwrap().len(), 1);
     assert_eq!(page["items"][0]["title"], "Delta");
+    let page = app
+        .send(TestRequest::get("/db-1/conversations?q=ELTA"))
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(page["items"], json!([]));
     // An empty cursor is the first page.
     let page = app
         .send(TestRequest::get("/db-1/conversations?cursor="))
@@ -393,7 +416,7 @@ async fn title_is_generated_on_request_and_a_user_title_is_kept() {
     let scope = scope_of("db-1");
     let id = app.conversation("db-1").await.id;
     let path = format!("/db-1/conversations/{id}/title");
-    app.send(TestRequest::new(axum::http::Method::POST, &path))
+    app.send(TestRequest::post(&path, json!({})))
         .await
         .expect_problem(StatusCode::UNPROCESSABLE_ENTITY, "invalid_input");
     app.service
@@ -401,7 +424,7 @@ async fn title_is_generated_on_request_and_a_user_title_is_kept() {
         .await
         .unwrap();
     let result = app
-        .send(TestRequest::new(axum::http::Method::POST, &path))
+        .send(TestRequest::post(&path, json!({})))
         .await
         .expect(StatusCode::OK);
     assert_eq!(result["applied"], true);
@@ -410,7 +433,7 @@ async fn title_is_generated_on_request_and_a_user_title_is_kept() {
 
     app.service.rename(&scope, id, "Mine").await.unwrap();
     let result = app
-        .send(TestRequest::new(axum::http::Method::POST, &path))
+        .send(TestRequest::post(&path, json!({})))
         .await
         .expect(StatusCode::OK);
     assert_eq!(result["applied"], false);
@@ -433,6 +456,7 @@ async fn openapi_json_is_served_with_the_mount_prefix_as_server() {
     let response = tower::ServiceExt::oneshot(
         root,
         axum::http::Request::get("/openapi.json")
+            .header("host", "localhost")
             .body(axum::body::Body::empty())
             .unwrap(),
     )

@@ -9,7 +9,10 @@ use std::sync::{Arc, Mutex};
 use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode, header};
-use conversation_adapter_http::{ApiState, HttpLimits, ReplyStreamEvent, async_trait, router};
+use conversation_adapter_http::{
+    AllowedHosts, ApiState, HttpLimits, ReplyStreamEvent, ServeConfig, async_trait, router,
+};
+use conversation_core::testkit::{Call, Interceptor};
 use conversation_core::{
     ChatModel, ChatRequest, ContextPolicy, Conversation, ConversationId, Conversations, Error,
     FinishReason, Message, MessageQuery, NewConversation, ReplyEvent, ReplyStream, Result, Scope,
@@ -96,6 +99,11 @@ impl ScriptedModel {
         self.scripts.lock().unwrap().push_back(script);
     }
 
+    /// Takes back the scripts no call used.
+    pub(crate) fn take_unused(&self) {
+        self.scripts.lock().unwrap().clear();
+    }
+
     /// The requests received so far.
     pub(crate) fn requests(&self) -> Vec<ChatRequest> {
         self.requests.lock().unwrap().clone()
@@ -167,6 +175,11 @@ pub(crate) struct Options {
     pub(crate) no_model: bool,
     pub(crate) authorizer: Option<Arc<dyn conversation_adapter_http::ScopeAuthorizer>>,
     pub(crate) store: Option<Arc<dyn Store>>,
+    pub(crate) allowed_hosts: Option<AllowedHosts>,
+    pub(crate) run_limits: Option<conversation_core::RunLimits>,
+    pub(crate) toolbox: Option<Arc<dyn conversation_core::Toolbox>>,
+    /// A real model instead of the scripted one (the fake OpenAI server's client).
+    pub(crate) chat_model: Option<Arc<dyn ChatModel>>,
 }
 
 impl TestApp {
@@ -184,8 +197,16 @@ impl TestApp {
         if let Some(policy) = options.policy {
             builder = builder.context_policy(policy);
         }
-        if !options.no_model {
+        if let Some(chat_model) = options.chat_model {
+            builder = builder.chat_model(chat_model);
+        } else if !options.no_model {
             builder = builder.chat_model(model.clone());
+        }
+        if let Some(limits) = options.run_limits {
+            builder = builder.run_limits(limits);
+        }
+        if let Some(toolbox) = options.toolbox {
+            builder = builder.toolbox(toolbox);
         }
         let service = builder.build();
         let mut state = ApiState::new(service.clone());
@@ -194,6 +215,9 @@ impl TestApp {
         }
         if let Some(authorizer) = options.authorizer {
             state = state.with_authorizer(authorizer);
+        }
+        if let Some(hosts) = options.allowed_hosts {
+            state = state.with_allowed_hosts(hosts);
         }
         let router = Router::new().nest(PREFIX, router(state));
         Self {
@@ -206,13 +230,25 @@ impl TestApp {
 
     /// Sends a request through the router (no network).
     pub(crate) async fn send(&self, request: TestRequest) -> TestResponse {
-        let response = self
-            .router
+        TestResponse::read(self.open(request).await).await
+    }
+
+    /// Sends a request without the `Host` header [`TestRequest`] adds by default.
+    pub(crate) async fn send_without_host(&self, request: TestRequest) -> TestResponse {
+        let mut request = request.build();
+        request.headers_mut().remove(header::HOST);
+        let response = self.router.clone().oneshot(request).await.unwrap();
+        TestResponse::read(response).await
+    }
+
+    /// Sends a request and returns the response with its body unread (a reply stream
+    /// stays open until the response is dropped).
+    pub(crate) async fn open(&self, request: TestRequest) -> axum::response::Response {
+        self.router
             .clone()
             .oneshot(request.build())
             .await
-            .expect("the router is infallible");
-        TestResponse::read(response).await
+            .expect("the router is infallible")
     }
 
     /// Creates a conversation through the service.
@@ -238,19 +274,53 @@ impl TestApp {
     }
 
     /// Serves the router on a loopback port until the test ends.
+    ///
+    /// It also gives rustls a process-wide crypto provider, which the tests' reqwest
+    /// clients need in a workspace build (see the comment inside).
     pub(crate) async fn serve(&self) -> SocketAddr {
+        self.serve_with(ServeConfig::default(), std::future::pending())
+            .await
+            .0
+    }
+
+    /// Serves the router with `config` until `stop` completes; the address and the
+    /// task that ends when the server has stopped.
+    pub(crate) async fn serve_with(
+        &self,
+        config: ServeConfig,
+        stop: impl Future<Output = ()> + Send + 'static,
+    ) -> (SocketAddr, tokio::task::JoinHandle<()>) {
+        // In a workspace build, conversation-llm-openai's default TLS feature gives
+        // reqwest a rustls backend without a crypto provider of its own
+        // (`rustls-no-provider`): building any reqwest client then panics unless the
+        // process has a default one.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
-        let router = self.router.clone();
-        tokio::spawn(async move {
-            axum::serve(listener, router).await.unwrap();
-        });
-        address
+        let served = tokio::spawn(conversation_adapter_http::serve(
+            listener,
+            self.router.clone(),
+            config,
+            stop,
+        ));
+        (address, served)
     }
 }
 
 pub(crate) fn scope_of(text: &str) -> Scope {
     Scope::new(text).unwrap()
+}
+
+/// Percent-encodes every byte but unreserved characters, for a query value.
+pub(crate) fn url_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            other => format!("%{other:02X}"),
+        })
+        .collect()
 }
 
 /// A request to the app; paths are given without [`PREFIX`].
@@ -303,10 +373,22 @@ impl TestRequest {
         self
     }
 
+    pub(crate) fn method(&self) -> &Method {
+        &self.method
+    }
+
     fn build(self) -> Request<Body> {
         let mut builder = Request::builder()
             .method(self.method)
             .uri(format!("{PREFIX}{}", self.path));
+        // As a client on this machine would send it, unless the test sends its own.
+        if !self
+            .headers
+            .iter()
+            .any(|(name, _)| name.eq_ignore_ascii_case("host"))
+        {
+            builder = builder.header("host", "localhost:3000");
+        }
         for (name, value) in self.headers {
             builder = builder.header(name, value);
         }
@@ -323,7 +405,7 @@ pub(crate) struct TestResponse {
 }
 
 impl TestResponse {
-    async fn read(response: axum::response::Response) -> Self {
+    pub(crate) async fn read(response: axum::response::Response) -> Self {
         let status = response.status();
         let headers = response.headers().clone();
         let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
@@ -385,6 +467,13 @@ impl TestResponse {
         }
     }
 
+    /// Asserts the status and returns the body as text.
+    #[track_caller]
+    pub(crate) fn expect_text(&self, status: StatusCode) -> String {
+        assert_eq!(self.status, status, "{}", self.text);
+        self.text.clone()
+    }
+
     /// Asserts a problem with `status` and `code`, returning it.
     #[track_caller]
     pub(crate) fn expect_problem(&self, status: StatusCode, code: &str) -> Value {
@@ -408,6 +497,8 @@ impl TestResponse {
 pub(crate) struct SseEvent {
     pub(crate) event: String,
     pub(crate) data: Value,
+    /// The SSE `id`, when the event has one.
+    pub(crate) id: Option<u64>,
 }
 
 /// Splits a text/event-stream into events as chunks arrive.
@@ -425,8 +516,11 @@ impl SseReader {
             let frame: String = self.buffer.drain(..end + 2).collect();
             let mut event = String::from("message");
             let mut data = Vec::new();
+            let mut id = None;
             for line in frame.lines() {
-                if let Some(name) = line.strip_prefix("event:") {
+                if let Some(value) = line.strip_prefix("id:") {
+                    id = Some(value.trim().parse().expect("event ids are numbers"));
+                } else if let Some(name) = line.strip_prefix("event:") {
                     event = name.trim_start().to_owned();
                 } else if let Some(value) = line.strip_prefix("data:") {
                     data.push(value.strip_prefix(' ').unwrap_or(value));
@@ -443,6 +537,7 @@ impl SseReader {
             events.push(SseEvent {
                 event,
                 data: serde_json::from_str(&data).unwrap(),
+                id,
             });
         }
         events
@@ -454,81 +549,30 @@ pub(crate) fn names(events: &[SseEvent]) -> Vec<&str> {
     events.iter().map(|e| e.event.as_str()).collect()
 }
 
-/// A memory store whose automatic titles take `delay` to store: a window in which a
-/// write is half done.
+/// Delays every append by the given time: a window in which a write is in flight.
 #[derive(Debug)]
-pub(crate) struct SlowTitleStore {
-    pub(crate) inner: MemoryStore,
-    pub(crate) delay: std::time::Duration,
-}
+pub(crate) struct SlowAppends(pub(crate) std::time::Duration);
 
 #[async_trait]
-impl Store for SlowTitleStore {
-    async fn create_conversation(
-        &self,
-        scope: &Scope,
-        new: NewConversation,
-    ) -> Result<Conversation> {
-        self.inner.create_conversation(scope, new).await
+impl Interceptor for SlowAppends {
+    async fn before(&self, _: Option<&Scope>, call: Call<'_>) -> Result<()> {
+        if let Call::AppendMessages(..) = call {
+            tokio::time::sleep(self.0).await;
+        }
+        Ok(())
     }
-    async fn get_conversation(&self, scope: &Scope, id: ConversationId) -> Result<Conversation> {
-        self.inner.get_conversation(scope, id).await
-    }
-    async fn list_conversations(
-        &self,
-        scope: &Scope,
-        query: &conversation_core::ConversationQuery,
-    ) -> Result<conversation_core::Page<Conversation>> {
-        self.inner.list_conversations(scope, query).await
-    }
-    async fn update_conversation(
-        &self,
-        scope: &Scope,
-        id: ConversationId,
-        patch: conversation_core::ConversationPatch,
-    ) -> Result<Conversation> {
-        self.inner.update_conversation(scope, id, patch).await
-    }
-    async fn delete_conversation(&self, scope: &Scope, id: ConversationId) -> Result<()> {
-        self.inner.delete_conversation(scope, id).await
-    }
-    async fn append_messages(
-        &self,
-        scope: &Scope,
-        id: ConversationId,
-        messages: Vec<conversation_core::NewMessage>,
-        expected_version: Option<u64>,
-    ) -> Result<conversation_core::Appended> {
-        self.inner
-            .append_messages(scope, id, messages, expected_version)
-            .await
-    }
-    async fn list_messages(
-        &self,
-        scope: &Scope,
-        id: ConversationId,
-        query: &MessageQuery,
-    ) -> Result<conversation_core::MessagePage> {
-        self.inner.list_messages(scope, id, query).await
-    }
-    async fn recent_messages(
-        &self,
-        scope: &Scope,
-        id: ConversationId,
-        n: usize,
-    ) -> Result<Vec<Message>> {
-        self.inner.recent_messages(scope, id, n).await
-    }
-    async fn set_title_unless_user(
-        &self,
-        scope: &Scope,
-        id: ConversationId,
-        title: String,
-        source: conversation_core::TitleSource,
-    ) -> Result<conversation_core::TitleOutcome> {
-        tokio::time::sleep(self.delay).await;
-        self.inner
-            .set_title_unless_user(scope, id, title, source)
-            .await
+}
+
+/// Fails the store's health check, as a store whose file went away does.
+#[derive(Debug)]
+pub(crate) struct Unhealthy(pub(crate) &'static str);
+
+#[async_trait]
+impl Interceptor for Unhealthy {
+    async fn before(&self, _: Option<&Scope>, call: Call<'_>) -> Result<()> {
+        match call {
+            Call::Health => Err(Error::unavailable(self.0, "disk I/O error (code 10)")),
+            _ => Ok(()),
+        }
     }
 }
