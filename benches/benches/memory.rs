@@ -12,7 +12,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use conversation_benches::body;
-use conversation_core::{ConversationQuery, Conversations, NewConversation, Scope, Store};
+use conversation_core::{
+    Append, ConversationQuery, Conversations, NewConversation, RecentQuery, Scope, Store,
+};
 use conversation_store_memory::MemoryStore;
 use criterion::{Criterion, criterion_group, criterion_main};
 
@@ -42,7 +44,7 @@ fn benches(c: &mut Criterion) {
             .id;
         for first in (0..20_000).step_by(250) {
             store
-                .append_messages(&scope, chat, body::messages(first, 250), None)
+                .append_messages(&scope, chat, Append::new(body::messages(first, 250)))
                 .await
                 .unwrap();
         }
@@ -58,9 +60,11 @@ fn benches(c: &mut Criterion) {
         b.to_async(&runtime)
             .iter(|| async { black_box(store.get_conversation(&scope, middle).await.unwrap()) });
     });
+    let window = RecentQuery::new(20);
     group.bench_function("window20", |b| {
-        b.to_async(&runtime)
-            .iter(|| async { black_box(store.recent_messages(&scope, chat, 20).await.unwrap()) });
+        b.to_async(&runtime).iter(|| async {
+            black_box(store.recent_messages(&scope, chat, &window).await.unwrap())
+        });
     });
     group.bench_function("switch", |b| {
         b.to_async(&runtime)
@@ -75,7 +79,7 @@ fn benches(c: &mut Criterion) {
             let message = vec![body::message(0)];
             black_box(
                 store
-                    .append_messages(&scope, chat, message, None)
+                    .append_messages(&scope, chat, Append::new(message))
                     .await
                     .unwrap(),
             )

@@ -36,6 +36,10 @@ fn checked(response: reqwest::Response, want: reqwest::StatusCode) -> Result<req
 }
 
 fn new_client() -> Result<reqwest::Client> {
+    // In a workspace build, conversation-llm-openai's default TLS feature gives reqwest
+    // a rustls backend without a crypto provider of its own (`rustls-no-provider`):
+    // building a client then panics unless the process has a default provider.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::builder()
         .build()
         .map_err(|e| Error::harness(format!("building the HTTP client: {e}")))

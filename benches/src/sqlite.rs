@@ -1,21 +1,22 @@
 //! The raw SQLite baseline and the bulk seeding of a SQLite store's file, both through
-//! `rusqlite` on the very SQLite library sqlx links (`libsqlite3-sys` 0.37, bundled:
-//! the lock file holds one copy, shared by both).
+//! `rusqlite` on the very SQLite library the store links (`libsqlite3-sys` 0.37,
+//! bundled: the lock file holds one copy).
 //!
 //! [`RawSqlite`] is the physical limit a [`SqliteStore`](conversation_store_sqlite::SqliteStore)
-//! is held against: the same statements (reads from [`conversation_store_sqlite::sql`],
-//! writes copied from the store's writer), prepared once and cached, on the same file,
-//! with the same settings as the store's connections (WAL, `synchronous=FULL`,
-//! foreign keys on, a 5 s busy timeout; reads on a read-only connection). It reads
-//! every column of every row into owned values, as the store must, and does nothing
-//! more: no JSON parsing, no model types, no async hand-off.
+//! is held against: the same statements (every one from
+//! [`conversation_store_sqlite::sql`], reads and the writer's), prepared once and
+//! cached, on the same file, with the same settings as the store's connections (WAL,
+//! `synchronous=FULL`, foreign keys and secure delete on, a 5 s busy timeout; reads on
+//! a read-only connection). It reads every column of every row into owned values, as
+//! the store must, and does nothing more: no model types, no async hand-off.
 
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use conversation_core::{ArchivedFilter, ConversationId, ListCursor, NewMessage, Scope};
-use conversation_store_sqlite::sql;
+use conversation_core::backend::ListCursor;
+use conversation_core::{ArchivedFilter, ConversationId, NewMessage, Scope};
+use conversation_store_sqlite::sql::{self, conversation_column as cc};
 use rusqlite::types::Value;
 use rusqlite::{Connection, OpenFlags, ToSql, params};
 
@@ -23,19 +24,6 @@ use crate::{Error, Result, body};
 
 /// The busy timeout of the store's connections by default, used by the baseline too.
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// The store's insert of a conversation (`writer.rs`, `create`).
-const INSERT_CONVERSATION: &str = "INSERT INTO conversations (id, scope, title, title_source, created_at, updated_at, \
-     message_count, pinned, archived, metadata, version) \
-     VALUES (?1, ?2, ?3, ?4, ?5, ?5, 0, 0, 0, ?6, 1)";
-
-/// The store's insert of a message (`writer.rs`, `insert_message`).
-const INSERT_MESSAGE: &str = "INSERT INTO messages (conversation_id, seq, id, role, content, tool_calls, \
-     tool_call_id, metadata, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)";
-
-/// The store's counter update of an append (`writer.rs`, `append`).
-const UPDATE_COUNTERS: &str =
-    "UPDATE conversations SET message_count = ?2, version = ?3, updated_at = ?4 WHERE id = ?1";
 
 /// Milliseconds since the epoch, now.
 pub fn now_millis() -> i64 {
@@ -50,6 +38,7 @@ fn open_reader(path: &Path) -> Result<Connection> {
         path,
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )?;
+    reader.set_prepared_statement_cache_capacity(128);
     reader.busy_timeout(BUSY_TIMEOUT)?;
     reader.pragma_update(None, "foreign_keys", "ON")?;
     Ok(reader)
@@ -60,8 +49,8 @@ fn open_reader(path: &Path) -> Result<Connection> {
 fn read_all(conn: &Connection, statement: &str, params: &[&dyn ToSql]) -> Result<usize> {
     let mut prepared = conn.prepare_cached(statement)?;
     let columns = prepared.column_count();
-    // Like sqlx, bind only the parameters the statement has: a list page without a
-    // cursor or a title filter uses only the scope.
+    // Like the store, bind only the parameters the statement has: a list page without
+    // a cursor or a title filter uses only the scope.
     let used = &params[..prepared.parameter_count().min(params.len())];
     let mut rows = prepared.query(used)?;
     let mut count = 0;
@@ -75,7 +64,7 @@ fn read_all(conn: &Connection, statement: &str, params: &[&dyn ToSql]) -> Result
     Ok(count)
 }
 
-/// Like [`read_all`] for a statement of exactly one row; its first value.
+/// Like [`read_all`] for a statement of exactly one row; its values.
 fn read_one(conn: &Connection, statement: &str, params: &[&dyn ToSql]) -> Result<Vec<Value>> {
     let mut prepared = conn.prepare_cached(statement)?;
     let columns = prepared.column_count();
@@ -94,6 +83,16 @@ fn integer(values: &[Value], column: usize) -> Result<i64> {
         other => Err(Error::harness(format!(
             "raw: column {column} is {other:?}, not an integer"
         ))),
+    }
+}
+
+fn expect_rows(what: &str, rows: usize, want: usize) -> Result<()> {
+    if rows == want {
+        Ok(())
+    } else {
+        Err(Error::harness(format!(
+            "raw {what}: expected {want} rows, got {rows}"
+        )))
     }
 }
 
@@ -117,10 +116,12 @@ impl RawSqlite {
             path,
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
+        writer.set_prepared_statement_cache_capacity(128);
         writer.busy_timeout(BUSY_TIMEOUT)?;
         writer.pragma_update(None, "journal_mode", "WAL")?;
-        writer.pragma_update(None, "synchronous", "FULL")?;
-        writer.pragma_update(None, "foreign_keys", "ON")?;
+        writer.execute_batch(
+            "PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA secure_delete = ON;",
+        )?;
         Ok(Self {
             path: path.to_owned(),
             reader,
@@ -136,21 +137,22 @@ impl RawSqlite {
         get_on(&self.reader, scope, id)
     }
 
-    /// [`sql::recent_messages`]: the newest `n`, as one JSON row.
+    /// The window of the newest `n` messages of the active path, as the store reads
+    /// it ([`sql::path_messages`], newest first, `n` rows).
     ///
     /// # Errors
     /// SQLite's.
     pub fn recent(&self, scope: &Scope, id: ConversationId, n: usize) -> Result<()> {
         let rows = read_all(
             &self.reader,
-            &sql::recent_messages(n),
-            &[&&id.as_bytes()[..], &scope.as_str()],
+            &sql::path_messages(true, n),
+            &[&&id.as_bytes()[..], &scope.as_str(), &0_i64, &i64::MAX],
         )?;
-        expect_one(rows)
+        expect_rows("recent", rows, n)
     }
 
-    /// A page of messages as the store reads it ([`sql::messages`]); the store asks
-    /// for one more row than the page to learn whether there are more.
+    /// A page of the active path as the store reads it ([`sql::path_messages`]); the
+    /// store asks for one more row than the page to learn whether there are more.
     ///
     /// # Errors
     /// SQLite's.
@@ -208,7 +210,10 @@ impl RawSqlite {
                 &None::<String>,
             ],
         )?;
-        expect_one(rows)
+        if rows == 0 {
+            return Err(Error::harness("raw list: no row"));
+        }
+        Ok(())
     }
 
     /// A durable create: `BEGIN IMMEDIATE`, the store's insert, `COMMIT`.
@@ -217,23 +222,14 @@ impl RawSqlite {
     /// SQLite's.
     pub fn create(&self, scope: &Scope) -> Result<ConversationId> {
         let id = ConversationId::new();
-        self.transaction(|conn| {
-            conn.prepare_cached(INSERT_CONVERSATION)?.execute(params![
-                &id.as_bytes()[..],
-                scope.as_str(),
-                None::<String>,
-                "none",
-                now_millis(),
-                "{}",
-            ])?;
-            Ok(())
-        })?;
+        self.transaction(|conn| insert_conversation(conn, scope, id, None, now_millis()))?;
         Ok(id)
     }
 
-    /// A durable append of `messages` to one conversation, as the store's writer does
-    /// it for a request alone in its group: `BEGIN IMMEDIATE`, read the conversation,
-    /// insert each message, move the counters, `COMMIT`.
+    /// A durable append of `messages` to one conversation after its head, as the
+    /// store's writer does it for a request alone in its group: `BEGIN IMMEDIATE`,
+    /// read the conversation, insert each message, add each to the active path,
+    /// write the conversation, `COMMIT`.
     ///
     /// # Errors
     /// SQLite's.
@@ -275,21 +271,13 @@ impl RawSqlite {
     }
 }
 
-fn expect_one(rows: usize) -> Result<()> {
-    if rows == 1 {
-        Ok(())
-    } else {
-        Err(Error::harness(format!("raw: expected one row, got {rows}")))
-    }
-}
-
 fn get_on(conn: &Connection, scope: &Scope, id: ConversationId) -> Result<()> {
     let rows = read_all(
         conn,
         sql::GET_CONVERSATION,
         &[&&id.as_bytes()[..], &scope.as_str()],
     )?;
-    expect_one(rows)
+    expect_rows("get", rows, 1)
 }
 
 fn page_on(
@@ -301,12 +289,73 @@ fn page_on(
 ) -> Result<()> {
     let rows = read_all(
         conn,
-        &sql::messages(newest_first, limit + 1),
+        &sql::path_messages(newest_first, limit + 1),
         &[&&id.as_bytes()[..], &scope.as_str(), &0_i64, &i64::MAX],
     )?;
-    expect_one(rows)
+    if rows < limit {
+        return Err(Error::harness(format!("raw page: {rows} rows")));
+    }
+    Ok(())
 }
 
+/// [`sql::INSERT_CONVERSATION`] of a new conversation without messages.
+fn insert_conversation(
+    conn: &Connection,
+    scope: &Scope,
+    id: ConversationId,
+    title: Option<String>,
+    at: i64,
+) -> Result<()> {
+    conn.prepare_cached(sql::INSERT_CONVERSATION)?
+        .execute(params![
+            &id.as_bytes()[..],
+            scope.as_str(),
+            title.as_deref(),
+            if title.is_some() { "user" } else { "none" },
+            at,
+            at,
+            0_i64,
+            0_i64,
+            0_i64,
+            None::<Vec<u8>>,
+            0_i64,
+            false,
+            false,
+            "{}",
+            1_i64,
+        ])?;
+    Ok(())
+}
+
+/// [`sql::INSERT_MESSAGE`] of message `seq` after `parent_seq`.
+#[allow(clippy::too_many_arguments)]
+fn insert_message(
+    conn: &Connection,
+    id: ConversationId,
+    seq: i64,
+    message_id: &[u8],
+    parent_seq: i64,
+    parent_id: Option<&[u8]>,
+    message: &NewMessage,
+    at: i64,
+) -> Result<()> {
+    conn.prepare_cached(sql::INSERT_MESSAGE)?.execute(params![
+        &id.as_bytes()[..],
+        seq,
+        message_id,
+        parent_seq,
+        parent_id,
+        message.role.as_str(),
+        message.content.as_str(),
+        None::<String>,
+        None::<String>,
+        "{}",
+        at,
+    ])?;
+    Ok(())
+}
+
+/// The store's append after the head, statement by statement.
 fn append_on(
     conn: &Connection,
     scope: &Scope,
@@ -318,36 +367,69 @@ fn append_on(
         sql::GET_CONVERSATION,
         &[&&id.as_bytes()[..], &scope.as_str()],
     )?;
-    let count = integer(&row, 5)?;
-    let version = integer(&row, 9)?;
-    let updated_at = integer(&row, 4)?;
-    let at = now_millis();
-    let mut insert = conn.prepare_cached(INSERT_MESSAGE)?;
+    let count = integer(&row, cc::MESSAGE_COUNT)?;
+    let last_seq = integer(&row, cc::LAST_SEQ)?;
+    let head_seq = integer(&row, cc::HEAD_SEQ)?;
+    let path_len = integer(&row, cc::PATH_LEN)?;
+    let version = integer(&row, cc::VERSION)?;
+    let updated_at = integer(&row, cc::UPDATED_AT)?;
+    let mut parent_id = match row.get(cc::HEAD_ID) {
+        Some(Value::Blob(head)) => Some(head.clone()),
+        _ => None,
+    };
+    let at = now_millis().max(updated_at);
+    let mut parent_seq = head_seq;
+    let mut ids = Vec::with_capacity(messages.len());
     for (k, message) in messages.iter().enumerate() {
-        insert.execute(params![
-            &id.as_bytes()[..],
-            count + 1 + k as i64,
-            &uuid::Uuid::now_v7().as_bytes()[..],
-            message.role.as_str(),
-            message.content.as_str(),
-            None::<String>,
-            None::<String>,
-            "{}",
+        let seq = last_seq + 1 + k as i64;
+        let message_id = uuid::Uuid::now_v7().as_bytes().to_vec();
+        insert_message(
+            conn,
+            id,
+            seq,
+            &message_id,
+            parent_seq,
+            parent_id.as_deref(),
+            message,
             at,
+        )?;
+        parent_seq = seq;
+        parent_id = Some(message_id.clone());
+        ids.push(message_id);
+    }
+    for k in 0..messages.len() {
+        conn.prepare_cached(sql::INSERT_PATH)?.execute(params![
+            &id.as_bytes()[..],
+            last_seq + 1 + k as i64,
+            1_i64
         ])?;
     }
-    conn.prepare_cached(UPDATE_COUNTERS)?.execute(params![
-        &id.as_bytes()[..],
-        count + messages.len() as i64,
-        version + 1,
-        at.max(updated_at),
-    ])?;
+    let added = messages.len() as i64;
+    conn.prepare_cached(sql::UPDATE_CONVERSATION)?
+        .execute(params![
+            &id.as_bytes()[..],
+            scope.as_str(),
+            row.get(cc::TITLE),
+            row.get(cc::TITLE_SOURCE),
+            row.get(cc::CREATED_AT),
+            at,
+            count + added,
+            last_seq + added,
+            last_seq + added,
+            parent_id,
+            path_len + added,
+            row.get(cc::PINNED),
+            row.get(cc::ARCHIVED),
+            row.get(cc::METADATA),
+            version + 1,
+        ])?;
     Ok(())
 }
 
 /// Bulk seeding of a store's file: big transactions with `synchronous=OFF` on a
 /// connection of its own, rows written as the store writes them (same columns, same
-/// encodings: 16-byte ids, millisecond timestamps, `{}` metadata, `NULL` tool calls).
+/// encodings: 16-byte ids, millisecond timestamps, `{}` metadata, `NULL` tool calls,
+/// each message after the one before it and on the active path).
 /// Not timed.
 #[derive(Debug)]
 pub struct Seeder {
@@ -396,16 +478,13 @@ impl Seeder {
             for i in 0..*count {
                 let id = ConversationId::new();
                 let at = self.tick();
-                self.conn
-                    .prepare_cached(INSERT_CONVERSATION)?
-                    .execute(params![
-                        &id.as_bytes()[..],
-                        scope.as_str(),
-                        format!("Conversation {i} about the orders table"),
-                        "user",
-                        at,
-                        "{}",
-                    ])?;
+                insert_conversation(
+                    &self.conn,
+                    scope,
+                    id,
+                    Some(format!("Conversation {i} about the orders table")),
+                    at,
+                )?;
                 ids.push(id);
                 pending += 1;
                 if pending == SEED_CHUNK {
@@ -420,40 +499,44 @@ impl Seeder {
     }
 
     /// Gives conversation `id`, which holds no message yet, `count` messages
-    /// alternating user and assistant ([`body::message`]), and its counters.
+    /// alternating user and assistant ([`body::message`]), each after the one before
+    /// it, and its head and counters.
     ///
     /// # Errors
     /// SQLite's.
     pub fn messages(&mut self, id: ConversationId, count: usize) -> Result<()> {
         let mut seq = 0_i64;
+        let mut parent: Option<Vec<u8>> = None;
         while (seq as usize) < count {
             let end = (seq as usize + SEED_CHUNK).min(count) as i64;
             self.conn.execute_batch("BEGIN")?;
-            {
-                let mut insert = self.conn.prepare_cached(INSERT_MESSAGE)?;
-                while seq < end {
-                    let message = body::message(seq as u64);
-                    seq += 1;
-                    self.clock += 1;
-                    insert.execute(params![
-                        &id.as_bytes()[..],
-                        seq,
-                        &uuid::Uuid::now_v7().as_bytes()[..],
-                        message.role.as_str(),
-                        message.content.as_str(),
-                        None::<String>,
-                        None::<String>,
-                        "{}",
-                        self.clock,
-                    ])?;
-                }
+            while seq < end {
+                let message = body::message(seq as u64);
+                let message_id = uuid::Uuid::now_v7().as_bytes().to_vec();
+                self.clock += 1;
+                insert_message(
+                    &self.conn,
+                    id,
+                    seq + 1,
+                    &message_id,
+                    seq,
+                    parent.as_deref(),
+                    &message,
+                    self.clock,
+                )?;
+                self.conn
+                    .prepare_cached(sql::INSERT_PATH)?
+                    .execute(params![&id.as_bytes()[..], seq + 1, 1_i64])?;
+                seq += 1;
+                parent = Some(message_id);
             }
             self.conn.execute_batch("COMMIT")?;
         }
         let at = self.tick();
         self.conn.execute(
-            "UPDATE conversations SET message_count = ?2, version = 2, updated_at = ?3 WHERE id = ?1",
-            params![&id.as_bytes()[..], count as i64, at],
+            "UPDATE conversations SET message_count = ?2, last_seq = ?2, head_seq = ?2, \
+             head_id = ?3, path_len = ?2, version = 2, updated_at = ?4 WHERE id = ?1",
+            params![&id.as_bytes()[..], count as i64, parent, at],
         )?;
         Ok(())
     }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use chrono::{DateTime, Utc};
-use conversation_core::{ConversationId, NewConversation, Scope, Store};
+use conversation_core::{Append, ConversationId, NewConversation, Scope, Store};
 use conversation_store_memory::MemoryStore;
 use conversation_store_postgres::{PostgresOptions, PostgresStore};
 use conversation_store_sqlite::SqliteStore;
@@ -210,7 +210,7 @@ impl Target {
                 while next < count {
                     let size = SEED_BATCH.min(count - next);
                     store
-                        .append_messages(scope, id, body::messages(next as u64, size), None)
+                        .append_messages(scope, id, Append::new(body::messages(next as u64, size)))
                         .await?;
                     next += size;
                 }
@@ -346,8 +346,8 @@ async fn pg_seed_conversations(
 ) -> Result<Vec<Vec<ConversationId>>> {
     let statement = format!(
         "INSERT INTO \"{schema}\".conversations (id, scope, title, title_source, created_at, \
-         updated_at, message_count, pinned, archived, metadata, version) \
-         SELECT id, scope, title, 'user', at, at, 0, false, false, '{{}}'::jsonb, 1 \
+         updated_at, message_count, last_seq, head_id, pinned, archived, metadata, version) \
+         SELECT id, scope, title, 'user', at, at, 0, 0, NULL, false, false, '{{}}'::jsonb, 1 \
          FROM unnest($1::uuid[], $2::text[], $3::text[], $4::timestamptz[]) AS t(id, scope, title, at)"
     );
     let mut all = Vec::with_capacity(scopes.len());
@@ -407,22 +407,29 @@ async fn pg_seed_messages(
     count: usize,
 ) -> Result<()> {
     let statement = format!(
-        "INSERT INTO \"{schema}\".messages (conversation_id, seq, id, role, content, tool_calls, \
-         tool_call_id, metadata, created_at) \
-         SELECT $1, seq, id, role, content, '[]'::jsonb, NULL, '{{}}'::jsonb, at \
-         FROM unnest($2::bigint[], $3::uuid[], $4::text[], $5::text[], $6::timestamptz[]) \
-         AS t(seq, id, role, content, at)"
+        "INSERT INTO \"{schema}\".messages (conversation_id, seq, id, parent_id, depth, \
+         sibling_index, last_sibling, on_path, role, content, tool_calls, tool_call_id, metadata, \
+         created_at) \
+         SELECT $1, seq, id, parent_id, seq, 0, true, true, role, content, '[]'::jsonb, NULL, \
+                '{{}}'::jsonb, at \
+         FROM unnest($2::bigint[], $3::uuid[], $4::uuid[], $5::text[], $6::text[], \
+                     $7::timestamptz[]) \
+         AS t(seq, id, parent_id, role, content, at)"
     );
+    // One linear branch: each message follows the one before it.
+    let mut previous: Option<Uuid> = None;
     let mut next = 0;
     while next < count {
         let size = PG_CHUNK.min(count - next);
-        let (mut seqs, mut ids, mut roles, mut contents, mut ats) =
-            (vec![], vec![], vec![], vec![], vec![]);
+        let (mut seqs, mut ids, mut parents, mut roles, mut contents, mut ats) =
+            (vec![], vec![], vec![], vec![], vec![], vec![]);
         for i in next..next + size {
             let message = body::message(i as u64);
             *clock += 1;
+            let id = Uuid::now_v7();
             seqs.push(i as i64 + 1);
-            ids.push(Uuid::now_v7());
+            parents.push(previous.replace(id));
+            ids.push(id);
             roles.push(message.role.as_str());
             contents.push(message.content);
             ats.push(timestamp(*clock)?);
@@ -431,6 +438,7 @@ async fn pg_seed_messages(
             .bind(*id.as_uuid())
             .bind(seqs)
             .bind(ids)
+            .bind(parents)
             .bind(roles)
             .bind(contents)
             .bind(ats)
@@ -440,12 +448,14 @@ async fn pg_seed_messages(
     }
     *clock += 1;
     sqlx::query(AssertSqlSafe(format!(
-        "UPDATE \"{schema}\".conversations SET message_count = $2, version = 2, updated_at = $3 \
-         WHERE id = $1"
+        "UPDATE \"{schema}\".conversations SET message_count = $2, last_seq = $2, head_id = $4, \
+         head_seq = CASE WHEN $2 > 0 THEN $2 END, head_depth = CASE WHEN $2 > 0 THEN $2 END, \
+         version = 2, updated_at = $3 WHERE id = $1"
     )))
     .bind(*id.as_uuid())
     .bind(count as i64)
     .bind(timestamp(*clock)?)
+    .bind(previous)
     .execute(store.pool())
     .await?;
     Ok(())

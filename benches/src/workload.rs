@@ -10,9 +10,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
+use conversation_core::backend::ListCursor;
 use conversation_core::{
-    ConversationId, ConversationQuery, Conversations, ListCursor, MessageQuery, NewConversation,
-    Scope, Store,
+    Append, ConversationId, ConversationQuery, Conversations, MessageQuery, NewConversation,
+    RecentQuery, Scope, Store,
 };
 use tokio::runtime::Runtime;
 use tokio::sync::Barrier;
@@ -128,7 +129,7 @@ pub fn run(config: &Config) -> Result<Report> {
     shutdown?;
     let baseline = match config.store {
         StoreKind::Sqlite => format!(
-            "raw SQLite {} through rusqlite 0.39 on libsqlite3-sys 0.37 (the copy sqlx links): \
+            "raw SQLite {} through rusqlite 0.39 on libsqlite3-sys 0.37 (the copy the store links): \
              the same file, the same statements, the same pragmas, prepared and cached, \
              interleaved call by call with the store",
             machine.sqlite_version
@@ -331,7 +332,9 @@ impl<'a> Runner<'a> {
             appends,
             async |i| {
                 let message = body::message(2 * i as u64);
-                store.append_messages(s, chat, vec![message], None).await?;
+                store
+                    .append_messages(s, chat, Append::new(vec![message]))
+                    .await?;
                 Ok(())
             },
             raw.map(|raw| move |i: usize| raw.append(s, chat, &[body::message(2 * i as u64 + 1)])),
@@ -348,7 +351,9 @@ impl<'a> Runner<'a> {
             batches,
             async |i| {
                 let messages = body::messages(200 * i as u64, 100);
-                store.append_messages(s, batch, messages, None).await?;
+                store
+                    .append_messages(s, batch, Append::new(messages))
+                    .await?;
                 Ok(())
             },
             raw.map(|raw| {
@@ -391,14 +396,18 @@ impl<'a> Runner<'a> {
                 tasks.spawn(async move {
                     for j in 0..WARMUP {
                         let message = vec![body::message(j as u64)];
-                        store.append_messages(&scope, id, message, None).await?;
+                        store
+                            .append_messages(&scope, id, Append::new(message))
+                            .await?;
                     }
                     barrier.wait().await;
                     let mut samples = Samples::with_capacity(per_task);
                     for j in WARMUP..WARMUP + per_task {
                         let message = vec![body::message(j as u64)];
                         let started = Instant::now();
-                        store.append_messages(&scope, id, message, None).await?;
+                        store
+                            .append_messages(&scope, id, Append::new(message))
+                            .await?;
                         samples.record(started.elapsed());
                     }
                     Ok::<_, Error>(samples)
@@ -474,7 +483,16 @@ impl<'a> Runner<'a> {
                 &format!("load20@{label}"),
                 rw,
                 reads,
-                async |_| expect("load20", store.recent_messages(s, id, 20).await?.len(), 20),
+                async |_| {
+                    expect(
+                        "load20",
+                        store
+                            .recent_messages(s, id, &RecentQuery::new(20))
+                            .await?
+                            .len(),
+                        20,
+                    )
+                },
                 raw.map(|raw| move |_: usize| raw.recent(s, id, 20)),
             )?;
         }
@@ -519,7 +537,9 @@ impl<'a> Runner<'a> {
             writes,
             async |i| {
                 let message = body::message(2 * i as u64);
-                store.append_messages(s, long, vec![message], None).await?;
+                store
+                    .append_messages(s, long, Append::new(vec![message]))
+                    .await?;
                 Ok(())
             },
             raw.map(|raw| move |i: usize| raw.append(s, long, &[body::message(2 * i as u64 + 1)])),
@@ -729,7 +749,9 @@ impl<'a> Runner<'a> {
             async |i| {
                 let (scope, id) = chat_of(i);
                 let message = vec![body::message(2 * i as u64)];
-                store.append_messages(scope, *id, message, None).await?;
+                store
+                    .append_messages(scope, *id, Append::new(message))
+                    .await?;
                 Ok(())
             },
             raw.map(|raw| {

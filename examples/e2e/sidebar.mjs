@@ -4,7 +4,7 @@
 //
 // Started by examples/tests/server.rs against the real server binary (temporary
 // SQLite file, offline echo model). Exits non-zero with the reason on any failure.
-import { chromium } from "playwright-core";
+import { check, launch } from "./browser.mjs";
 
 const [base, screenshot] = process.argv.slice(2);
 if (!base || !screenshot) {
@@ -12,17 +12,7 @@ if (!base || !screenshot) {
   process.exit(2);
 }
 
-const check = (condition, message) => {
-  if (!condition) throw new Error(message);
-};
-
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  args: [
-    "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-quic",
-    "--no-first-run", "--disable-component-update", "--disable-sync",
-  ],
-});
+const browser = await launch();
 const problems = [];
 try {
   const page = await browser.newPage({ viewport: { width: 1200, height: 800 } });

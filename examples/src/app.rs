@@ -1,20 +1,25 @@
 //! The server composed: store, model, service, API router and web page.
 
+use std::fs::OpenOptions;
+use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Redirect};
 use axum::routing::get;
-use conversation_adapter_http::{ApiState, router};
+use conversation_adapter_http::{ApiState, harden, measure_routes, probes, router};
 use conversation_core::{ChatModel, Conversations, Store, TitleGenerator};
 use conversation_llm_openai::{OpenAiChatModel, OpenAiConfig, OpenAiError};
 use conversation_store_memory::MemoryStore;
+#[cfg(feature = "postgres")]
 use conversation_store_postgres::{PostgresOptions, PostgresStore};
 use conversation_store_sqlite::SqliteStore;
+use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, PrometheusHandle};
 use tracing::info;
 
-use crate::{Database, OfflineEchoModel, Settings};
+use crate::{Database, OfflineEchoModel, Settings, SettingsError};
 
 /// Where the API is mounted; the web page calls it there.
 pub const API_PREFIX: &str = "/api/v1/connections";
@@ -41,9 +46,63 @@ pub enum AppError {
         #[source]
         source: conversation_core::Error,
     },
+    /// The SQLite file, or its folder, cannot be written: every change would fail.
+    #[error(
+        "cannot write {path} ({reason}): the server would lose every change, so it does not \
+         start; make the file and its folder writable, or choose another --database-url"
+    )]
+    ReadOnly {
+        /// The file or folder.
+        path: String,
+        /// Why, as the system said it.
+        reason: std::io::Error,
+    },
     /// The OpenAI settings are unusable.
     #[error("cannot use the OpenAI settings: {0}")]
     Model(#[from] OpenAiError),
+    /// Flags or variables that cannot be used.
+    #[error(transparent)]
+    Settings(#[from] SettingsError),
+    /// The metrics recorder could not be installed.
+    #[error("cannot record metrics: {0}")]
+    Metrics(#[from] BuildError),
+}
+
+/// Checks that the SQLite file at `path`, its journal files and its folder can be
+/// written. SQLite itself would open a file it cannot write read-only, and every
+/// write would fail later; this refuses to start instead. Nothing is changed: files
+/// are opened for writing without truncation, and a probe file in the folder is
+/// removed at once.
+fn check_writable(path: &Path) -> Result<(), AppError> {
+    let read_only = |path: &Path, reason| AppError::ReadOnly {
+        path: path.display().to_string(),
+        reason,
+    };
+    for suffix in ["", "-wal", "-shm"] {
+        let mut name = path.as_os_str().to_owned();
+        name.push(suffix);
+        let file = Path::new(&name);
+        if file.exists() {
+            OpenOptions::new()
+                .write(true)
+                .open(file)
+                .map_err(|reason| read_only(file, reason))?;
+        }
+    }
+    let folder = match path.parent() {
+        Some(folder) if !folder.as_os_str().is_empty() => folder,
+        _ => Path::new("."),
+    };
+    if folder.is_dir() {
+        let probe = folder.join(format!(".write-check-{}", std::process::id()));
+        OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&probe)
+            .map_err(|reason| read_only(folder, reason))?;
+        std::fs::remove_file(&probe).map_err(|reason| read_only(folder, reason))?;
+    }
+    Ok(())
 }
 
 /// Opens the store `settings` name.
@@ -58,10 +117,14 @@ pub async fn open_store(settings: &Settings) -> Result<Arc<dyn Store>, AppError>
         Database::Postgres(_) => "the PostgreSQL server of DATABASE_URL".to_owned(),
         Database::Memory => "memory".to_owned(),
     };
+    if let Database::Sqlite(path) = &database {
+        check_writable(path)?;
+    }
     let opened: conversation_core::Result<Arc<dyn Store>> = match database {
         Database::Sqlite(path) => SqliteStore::open(&path)
             .await
             .map(|store| Arc::new(store) as Arc<dyn Store>),
+        #[cfg(feature = "postgres")]
         Database::Postgres(url) => {
             let mut options = PostgresOptions::new();
             if let Some(schema) = &settings.database_schema {
@@ -71,6 +134,11 @@ pub async fn open_store(settings: &Settings) -> Result<Arc<dyn Store>, AppError>
                 .await
                 .map(|store| Arc::new(store) as Arc<dyn Store>)
         }
+        #[cfg(not(feature = "postgres"))]
+        Database::Postgres(_) => Err(conversation_core::Error::invalid(
+            "databaseUrl",
+            "this server was built without PostgreSQL (the `postgres` feature)",
+        )),
         Database::Memory => Ok(Arc::new(MemoryStore::new())),
     };
     let store = opened.map_err(|source| AppError::Store {
@@ -81,10 +149,35 @@ pub async fn open_store(settings: &Settings) -> Result<Arc<dyn Store>, AppError>
     Ok(store)
 }
 
+/// Installs the Prometheus recorder of the `metrics` facade (latencies as histograms)
+/// and keeps it tidy from a background task; the handle renders `/metrics`. Call
+/// once per process, inside the Tokio runtime.
+///
+/// # Errors
+/// [`AppError::Metrics`] when a recorder is already installed.
+pub fn install_metrics() -> Result<PrometheusHandle, AppError> {
+    const SECONDS: &[f64] = &[
+        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+    ];
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".to_owned()), SECONDS)?
+        .install_recorder()?;
+    let upkeep = handle.clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            every.tick().await;
+            upkeep.run_upkeep();
+        }
+    });
+    Ok(handle)
+}
+
 /// The composed server.
 #[derive(Debug, Clone)]
 pub struct App {
-    /// The HTTP routes: the page at `/`, the API under [`API_PREFIX`].
+    /// The HTTP routes: the page at `/`, the probes, `/metrics` and the API under
+    /// [`API_PREFIX`], all behind the host guard.
     pub router: Router,
     /// The conversation service behind the API (and the store behind it).
     pub service: Conversations,
@@ -94,11 +187,14 @@ impl App {
     /// Opens the store and chooses the model: with `OPENAI_API_KEY` (or an
     /// `OPENAI_BASE_URL` of a server that needs no key), replies and titles come from
     /// that endpoint; without, replies are the [`OfflineEchoModel`] and titles are
-    /// heuristic, and one log line says so.
+    /// heuristic, and one log line says so. Every route, the page included, is
+    /// wrapped in [`harden`] with the settings' host names; `metrics` renders
+    /// `/metrics`.
     ///
     /// # Errors
-    /// [`AppError`] when the store cannot be opened or the OpenAI settings are unusable.
-    pub async fn build(settings: &Settings) -> Result<Self, AppError> {
+    /// [`AppError`] when the settings, the store or the OpenAI settings are unusable.
+    pub async fn build(settings: &Settings, metrics: PrometheusHandle) -> Result<Self, AppError> {
+        let hosts = settings.allowed_hosts()?;
         let mut builder = Conversations::builder(open_store(settings).await?);
         let model: Arc<dyn ChatModel> = match OpenAiConfig::from_env() {
             Ok(config) => {
@@ -119,8 +215,12 @@ impl App {
             Err(other) => return Err(other.into()),
         };
         let service = builder.chat_model(model).build();
-        let api = router(ApiState::new(service.clone()));
-        let router = Router::new()
+        let api = router(
+            ApiState::new(service.clone())
+                .with_allowed_hosts(hosts.clone())
+                .with_limits(settings.http_limits()),
+        );
+        let site = Router::new()
             .route(
                 "/",
                 get(|| page_asset("text/html; charset=utf-8", INDEX_HTML)),
@@ -141,7 +241,25 @@ impl App {
                 "/openapi.json",
                 get(|| async { Redirect::temporary(&format!("{API_PREFIX}/openapi.json")) }),
             )
-            .nest(API_PREFIX, api);
+            .route(
+                "/metrics",
+                get(move || {
+                    let text = metrics.render();
+                    async move {
+                        (
+                            [(
+                                header::CONTENT_TYPE,
+                                HeaderValue::from_static(
+                                    "text/plain; version=0.0.4; charset=utf-8",
+                                ),
+                            )],
+                            text,
+                        )
+                    }
+                }),
+            )
+            .merge(probes(service.clone()));
+        let router = harden(measure_routes(site).nest(API_PREFIX, api), &hosts);
         Ok(Self { router, service })
     }
 
@@ -156,10 +274,6 @@ async fn page_asset(content_type: &'static str, body: &'static str) -> impl Into
     (
         [
             (header::CONTENT_TYPE, HeaderValue::from_static(content_type)),
-            (
-                header::X_CONTENT_TYPE_OPTIONS,
-                HeaderValue::from_static("nosniff"),
-            ),
             (
                 header::CONTENT_SECURITY_POLICY,
                 HeaderValue::from_static(CONTENT_SECURITY_POLICY),

@@ -11,9 +11,9 @@ mod app;
 mod offline;
 mod settings;
 
-pub use app::{API_PREFIX, App, AppError, open_store};
+pub use app::{API_PREFIX, App, AppError, install_metrics, open_store};
 pub use offline::OfflineEchoModel;
-pub use settings::{Database, Settings};
+pub use settings::{Database, Settings, SettingsError};
 
 /// The README's examples, compiled and run as doc tests.
 #[cfg(doctest)]

@@ -1,10 +1,11 @@
 //! What the server is told by flags and environment variables.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
+use conversation_adapter_http::{AllowedHosts, HttpLimits, InvalidHostPattern, ServeConfig};
 
 /// The example server's settings. Every flag can also be given by the environment
 /// variable named in `--help`.
@@ -36,6 +37,44 @@ pub struct Settings {
     /// Pause between the words of the offline echo reply, in milliseconds.
     #[arg(long, env = "OFFLINE_ECHO_DELAY_MS", default_value_t = 15)]
     pub offline_echo_delay_ms: u64,
+
+    /// More host names the server answers to, comma-separated (`chat.example.com`,
+    /// `*.example.com`, an IP address, or `*` for any name behind a proxy that checks
+    /// `Host`). `localhost`, `*.localhost`, `127.0.0.1`, `[::1]` and the bound address
+    /// are always allowed. Required when `--bind` is `0.0.0.0` or `::`.
+    #[arg(long, env = "ALLOWED_HOSTS", value_delimiter = ',')]
+    pub allowed_hosts: Vec<String>,
+
+    /// Origins whose pages may write through the API (`https://app.example.com`),
+    /// comma-separated, for a page served from another origin than this server.
+    #[arg(long, env = "ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
+
+    /// Seconds a client has to send a request's headers (and how long an idle
+    /// HTTP/1.1 connection stays open).
+    #[arg(long, env = "HEADER_READ_TIMEOUT", default_value_t = 10)]
+    pub header_read_timeout: u64,
+
+    /// Seconds a connection may stay open with no request in flight.
+    #[arg(long, env = "IDLE_TIMEOUT", default_value_t = 60)]
+    pub idle_timeout: u64,
+
+    /// Most connections open at once; more wait until one closes. Default 1024, or
+    /// less when the open-file limit (`ulimit -n`) is lower.
+    #[arg(long, env = "MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+
+    /// Seconds a graceful stop waits for requests in flight before closing them.
+    #[arg(long, env = "SHUTDOWN_DEADLINE", default_value_t = 10)]
+    pub shutdown_deadline: u64,
+
+    /// Most replies streaming at once, in all and per scope (`429` beyond).
+    #[arg(long, env = "MAX_REPLIES", default_value_t = 32)]
+    pub max_replies: usize,
+
+    /// Most replies streaming at once in one scope.
+    #[arg(long, env = "MAX_REPLIES_PER_SCOPE", default_value_t = 4)]
+    pub max_replies_per_scope: usize,
 }
 
 /// Which store [`Settings::database_url`] names.
@@ -76,6 +115,69 @@ impl Settings {
     pub fn offline_echo_delay(&self) -> Duration {
         Duration::from_millis(self.offline_echo_delay_ms)
     }
+
+    /// The host names to answer to: the loopback names, the bound address and
+    /// `--allowed-hosts`, with the pages of `--allowed-origins` allowed to write.
+    ///
+    /// # Errors
+    /// [`SettingsError`] for a malformed name or origin, or for a bind to every
+    /// address (`0.0.0.0`, `::`) without `--allowed-hosts`: no name would be known,
+    /// and the DNS rebinding defence would refuse every request but `localhost`'s.
+    pub fn allowed_hosts(&self) -> Result<AllowedHosts, SettingsError> {
+        let address = self.address().ip();
+        if address.is_unspecified() && self.allowed_hosts.is_empty() {
+            return Err(SettingsError::HostsRequired { address });
+        }
+        let mut hosts = AllowedHosts::loopback().allow_address(address);
+        for name in self
+            .allowed_hosts
+            .iter()
+            .filter(|name| !name.trim().is_empty())
+        {
+            hosts = hosts.allow(name)?;
+        }
+        for origin in self.allowed_origins.iter().filter(|o| !o.trim().is_empty()) {
+            hosts = hosts.trust_origin(origin.trim())?;
+        }
+        Ok(hosts)
+    }
+
+    /// How to serve connections: timeouts, the connection cap, the shutdown deadline.
+    pub fn serve_config(&self) -> ServeConfig {
+        let mut config = ServeConfig::default()
+            .with_header_read_timeout(Duration::from_secs(self.header_read_timeout))
+            .with_idle_timeout(Duration::from_secs(self.idle_timeout))
+            .with_shutdown_deadline(Duration::from_secs(self.shutdown_deadline));
+        if let Some(connections) = self.max_connections {
+            config = config.with_max_connections(connections);
+        }
+        config
+    }
+
+    /// The HTTP limits of the API: the reply bounds, the rest default.
+    pub fn http_limits(&self) -> HttpLimits {
+        HttpLimits::default()
+            .with_max_concurrent_replies(self.max_replies)
+            .with_max_concurrent_replies_per_scope(self.max_replies_per_scope)
+    }
+}
+
+/// Settings that cannot be used together or at all.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    /// Bound to every address with no host name to answer to.
+    #[error(
+        "listening on {address} needs --allowed-hosts (ALLOWED_HOSTS): the host names \
+         clients use to reach this server; without them every request but localhost's \
+         would be refused (the DNS rebinding defence)"
+    )]
+    HostsRequired {
+        /// The unspecified address.
+        address: IpAddr,
+    },
+    /// A malformed host name or origin.
+    #[error("--allowed-hosts or --allowed-origins: {0}")]
+    Host(#[from] InvalidHostPattern),
 }
 
 #[cfg(test)]
@@ -105,6 +207,32 @@ mod tests {
                 "{url}"
             );
         }
+    }
+
+    #[test]
+    fn allowed_hosts_add_to_loopback_and_the_bound_address() {
+        let hosts = parse(&["--bind", "192.168.1.5:3000"])
+            .allowed_hosts()
+            .unwrap();
+        assert!(hosts.allows("192.168.1.5:3000") && hosts.allows("localhost:3000"));
+        assert!(!hosts.allows("chat.example.com"));
+        let hosts = parse(&["--allowed-hosts", "chat.example.com, *.corp.test"])
+            .allowed_hosts()
+            .unwrap();
+        assert!(hosts.allows("chat.example.com") && hosts.allows("a.corp.test"));
+        let everywhere = parse(&["--bind", "0.0.0.0:3000"]).allowed_hosts();
+        assert!(
+            matches!(everywhere, Err(SettingsError::HostsRequired { .. })),
+            "{everywhere:?}"
+        );
+        let named = parse(&["--bind", "[::]:3000", "--allowed-hosts", "chat.example.com"]);
+        assert!(named.allowed_hosts().unwrap().allows("chat.example.com"));
+        assert!(parse(&["--allowed-hosts", "a b"]).allowed_hosts().is_err());
+        assert!(
+            parse(&["--allowed-origins", "ftp://x"])
+                .allowed_hosts()
+                .is_err()
+        );
     }
 
     #[test]

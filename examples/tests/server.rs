@@ -25,7 +25,24 @@ impl Server {
     /// Starts the binary in `dir` on a free port, with `env` added; waits for its
     /// "listening on" line.
     fn start(dir: &Path, env: &[(&str, &str)]) -> Self {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_server"));
+        Self::spawn(Self::command(dir, env, None))
+    }
+
+    /// The command of the binary in `dir` on a free port, with `env` added and, when
+    /// given, `open_files` as its open-file limit (`ulimit -n`).
+    fn command(dir: &Path, env: &[(&str, &str)], open_files: Option<u32>) -> Command {
+        let binary = env!("CARGO_BIN_EXE_server");
+        let mut command = match open_files {
+            None => Command::new(binary),
+            Some(limit) => {
+                let mut shell = Command::new("sh");
+                shell
+                    .arg("-c")
+                    .arg(format!("ulimit -n {limit} && exec \"$0\" \"$@\""))
+                    .arg(binary);
+                shell
+            }
+        };
         command
             .current_dir(dir)
             .args(["--port", "0"])
@@ -33,12 +50,20 @@ impl Server {
             .env_remove("OPENAI_BASE_URL")
             .env_remove("DATABASE_URL")
             .env_remove("BIND")
+            .env_remove("ALLOWED_HOSTS")
+            .env_remove("ALLOWED_ORIGINS")
+            .env_remove("MAX_CONNECTIONS")
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
         for (name, value) in env {
             command.env(name, value);
         }
+        command
+    }
+
+    /// Spawns `command` and waits for its "listening on" line.
+    fn spawn(mut command: Command) -> Self {
         let mut child = command.spawn().expect("the server binary starts");
         let stdout = child.stdout.take().unwrap();
         let (lines, received) = mpsc::channel();
@@ -66,7 +91,17 @@ impl Server {
         format!("{}/api/v1/connections{path}", self.url)
     }
 
+    /// `host:port` of the server.
+    fn address(&self) -> &str {
+        self.url.strip_prefix("http://").unwrap()
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
     /// Kills the process with SIGKILL, as a crash would.
+    #[cfg(feature = "postgres")]
     fn kill9(&mut self) {
         if let Some(mut child) = self.child.take() {
             child.kill().unwrap();
@@ -106,6 +141,10 @@ impl Drop for Server {
 }
 
 fn client() -> reqwest::Client {
+    // conversation-llm-openai's default TLS feature gives reqwest a rustls backend
+    // without a crypto provider of its own (`rustls-no-provider`): building a client
+    // that does not bring one panics unless the process has a default provider.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
         .build()
@@ -124,6 +163,25 @@ async fn create_conversation(http: &reqwest::Client, server: &Server, scope: &st
         .await
         .unwrap();
     created["id"].as_str().unwrap().to_owned()
+}
+
+/// Asks `server` for a reply to `content` in conversation `id` of `scope`; the whole
+/// event stream.
+async fn reply(
+    http: &reqwest::Client,
+    server: &Server,
+    scope: &str,
+    id: &str,
+    content: &str,
+) -> String {
+    http.post(server.api(&format!("/{scope}/conversations/{id}/reply")))
+        .json(&json!({ "content": content }))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
 }
 
 #[tokio::test]
@@ -166,15 +224,7 @@ async fn starts_in_a_fresh_directory_serves_the_api_and_stops_cleanly_on_sigterm
 
     // A conversation and a streamed offline reply, stored.
     let id = create_conversation(&http, &server, "smoke").await;
-    let stream = http
-        .post(server.api(&format!("/smoke/conversations/{id}/reply")))
-        .json(&json!({"content": "persist me"}))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let stream = reply(&http, &server, "smoke", &id, "persist me").await;
     assert!(stream.contains("event: done"), "{stream}");
     assert!(
         stream.contains("offline echo"),
@@ -253,17 +303,26 @@ fn browser_missing(e2e: &Path) -> Option<String> {
     None
 }
 
+/// The folder of the browser scripts, or `None` after saying why `test` is skipped;
+/// with `REQUIRE_BROWSER=1` a missing browser fails the test instead.
+fn browser_or_skip(test: &str) -> Option<PathBuf> {
+    let e2e = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("e2e");
+    let Some(reason) = browser_missing(&e2e) else {
+        return Some(e2e);
+    };
+    assert!(
+        std::env::var("REQUIRE_BROWSER").as_deref() != Ok("1"),
+        "REQUIRE_BROWSER=1 but {reason}"
+    );
+    eprintln!("SKIPPED {test}: {reason}; REQUIRE_BROWSER=1 makes this a failure");
+    None
+}
+
 #[test]
 fn the_sidebar_page_works_in_a_real_browser() {
-    let e2e = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("e2e");
-    if let Some(reason) = browser_missing(&e2e) {
-        assert!(
-            std::env::var("REQUIRE_BROWSER").as_deref() != Ok("1"),
-            "REQUIRE_BROWSER=1 but {reason}"
-        );
-        eprintln!("SKIPPED the browser test: {reason}; REQUIRE_BROWSER=1 makes this a failure");
+    let Some(e2e) = browser_or_skip("the browser test") else {
         return;
-    }
+    };
     let dir = tempfile::tempdir().unwrap();
     // Slow enough that switching away mid-reply is tested while it streams.
     let server = Server::start(dir.path(), &[("OFFLINE_ECHO_DELAY_MS", "60")]);
@@ -283,6 +342,7 @@ fn the_sidebar_page_works_in_a_real_browser() {
 
 /// The PostgreSQL server of the tests, or `None` after saying why it is skipped;
 /// with `REQUIRE_POSTGRES=1` an unreachable server fails the test instead.
+#[cfg(feature = "postgres")]
 async fn postgres_url() -> Option<String> {
     let url = std::env::var("TEST_DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
@@ -308,10 +368,12 @@ async fn postgres_url() -> Option<String> {
 }
 
 /// What an appender saw acknowledged: (conversation, message id, seq).
+#[cfg(feature = "postgres")]
 type Acknowledged = Vec<(String, String, u64)>;
 
 /// Appends batches of two messages with caller ids, alternating between the
 /// conversations, through one server, until `rounds` are done or a request fails.
+#[cfg(feature = "postgres")]
 async fn append_through(
     http: reqwest::Client,
     base: String,
@@ -359,6 +421,7 @@ async fn append_through(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg(feature = "postgres")]
 async fn several_server_processes_share_one_postgres_database() {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
@@ -488,4 +551,804 @@ async fn several_server_processes_share_one_postgres_database() {
     .await
     .unwrap();
     pool.close().await;
+}
+
+// ------------------------------------------------------------------ serving safely
+
+/// A response read off the wire: status, headers (names in lowercase), body.
+#[derive(Debug)]
+struct Raw {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl Raw {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.as_str())
+    }
+
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {self:?}"))
+    }
+
+    /// Asserts a problem document with `status` and `code`, carrying the response's
+    /// request id and `nosniff`.
+    #[track_caller]
+    fn expect_problem(&self, status: u16, code: &str) {
+        assert_eq!(self.status, status, "{self:?}");
+        assert_eq!(
+            self.header("x-content-type-options"),
+            Some("nosniff"),
+            "{self:?}"
+        );
+        assert_eq!(
+            self.header("content-type"),
+            Some("application/problem+json"),
+            "{self:?}"
+        );
+        let problem = self.json();
+        assert_eq!(problem["status"], status, "{problem}");
+        assert_eq!(problem["code"], code, "{problem}");
+        assert_eq!(
+            problem["requestId"].as_str(),
+            self.header("x-request-id"),
+            "{problem}"
+        );
+    }
+}
+
+/// An HTTP/1.1 request as text: `host` (none when `None`), `headers`, `body`.
+fn request(
+    method: &str,
+    path: &str,
+    host: Option<&str>,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> String {
+    let mut text = format!("{method} {path} HTTP/1.1\r\n");
+    if let Some(host) = host {
+        text.push_str(&format!("Host: {host}\r\n"));
+    }
+    for (name, value) in headers {
+        text.push_str(&format!("{name}: {value}\r\n"));
+    }
+    text.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+    text
+}
+
+/// Sends `request` on a connection of its own (with `Connection: close`) and reads the
+/// response to its end.
+fn raw(address: &str, request: &str) -> Raw {
+    use std::io::{Read as _, Write as _};
+    let mut stream = std::net::TcpStream::connect(address).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let (head, body) = request.split_once("\r\n\r\n").unwrap();
+    write!(stream, "{head}\r\nConnection: close\r\n\r\n{body}").unwrap();
+    let mut received = Vec::new();
+    stream.read_to_end(&mut received).unwrap();
+    let text = String::from_utf8(received).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|line| line.split_once(':'))
+        .map(|(name, value)| (name.trim().to_ascii_lowercase(), value.trim().to_owned()))
+        .collect();
+    let chunked = headers
+        .iter()
+        .any(|(name, value)| name == "transfer-encoding" && value == "chunked");
+    Raw {
+        status,
+        headers,
+        body: if chunked {
+            dechunk(body)
+        } else {
+            body.to_owned()
+        },
+    }
+}
+
+/// The data of a chunked body.
+fn dechunk(mut body: &str) -> String {
+    let mut data = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let size = usize::from_str_radix(size.trim(), 16).unwrap();
+        if size == 0 {
+            break;
+        }
+        data.push_str(&rest[..size]);
+        body = &rest[size + 2..];
+    }
+    data
+}
+
+/// The port of a `host:port`.
+fn port_of(address: &str) -> &str {
+    address.rsplit(':').next().unwrap()
+}
+
+#[test]
+fn a_rebound_host_name_and_a_foreign_origin_are_refused_on_the_page_and_the_api() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[("DATABASE_URL", "memory")]);
+    let address = server.address();
+    let port = port_of(address);
+    let json = [("Content-Type", "application/json")];
+    let list = "/api/v1/connections/analytics-db/conversations";
+    let rebound = format!("rebind.attacker.test:{port}");
+    for host in [
+        Some(rebound.as_str()),
+        Some("localhost.attacker.test"),
+        Some(""),
+        None,
+    ] {
+        for (method, path, body) in [
+            ("GET", "/", ""),
+            ("GET", "/app.js", ""),
+            ("GET", "/openapi.json", ""),
+            ("GET", "/metrics", ""),
+            ("GET", "/readyz", ""),
+            ("GET", list, ""),
+            ("POST", list, "{}"),
+            ("GET", "/no/such/page", ""),
+        ] {
+            raw(address, &request(method, path, host, &json, body))
+                .expect_problem(403, "host_not_allowed");
+        }
+    }
+    let loopback = format!("127.0.0.1:{port}");
+    for (name, value) in [
+        ("Origin", "http://attacker.test"),
+        ("Origin", "null"),
+        ("Sec-Fetch-Site", "cross-site"),
+    ] {
+        let headers = [json[0], (name, value)];
+        raw(
+            address,
+            &request("POST", list, Some(&loopback), &headers, "{}"),
+        )
+        .expect_problem(403, "cross_origin_refused");
+    }
+    let stored = raw(address, &request("GET", list, Some(&loopback), &[], "")).json();
+    assert_eq!(stored["items"], json!([]), "nothing was created");
+    for host in [
+        format!("localhost:{port}"),
+        loopback.clone(),
+        format!("[::1]:{port}"),
+        format!("app.localhost:{port}"),
+    ] {
+        let page = raw(address, &request("GET", "/", Some(&host), &[], ""));
+        assert_eq!(page.status, 200, "{host}: {page:?}");
+    }
+    let same_origin = [json[0], ("Origin", &format!("http://{loopback}") as &str)];
+    let created = raw(
+        address,
+        &request("POST", list, Some(&loopback), &same_origin, "{}"),
+    );
+    assert_eq!(created.status, 201, "{created:?}");
+}
+
+#[test]
+fn more_host_names_are_allowed_by_flag_and_required_beyond_loopback() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(
+        dir.path(),
+        &[
+            ("DATABASE_URL", "memory"),
+            ("ALLOWED_HOSTS", "chat.example.test,*.corp.test"),
+        ],
+    );
+    let port = port_of(server.address()).to_owned();
+    for (host, status) in [
+        (format!("chat.example.test:{port}"), 200),
+        (format!("eu.corp.test:{port}"), 200),
+        (format!("localhost:{port}"), 200),
+        (format!("example.test:{port}"), 403),
+    ] {
+        let page = raw(server.address(), &request("GET", "/", Some(&host), &[], ""));
+        assert_eq!(page.status, status, "{host}");
+    }
+
+    let output = Command::new(env!("CARGO_BIN_EXE_server"))
+        .current_dir(dir.path())
+        .args(["--bind", "0.0.0.0:0", "--database-url", "memory"])
+        .env_remove("ALLOWED_HOSTS")
+        .env("RUST_LOG", "off")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("needs --allowed-hosts"), "{stderr}");
+
+    // Beyond loopback with open access, it says so.
+    let log = dir.path().join("server.log");
+    let mut command = Server::command(dir.path(), &[("DATABASE_URL", "memory")], None);
+    command
+        .args([
+            "--bind",
+            "0.0.0.0:0",
+            "--allowed-hosts",
+            "chat.example.test",
+        ])
+        .stderr(std::fs::File::create(&log).unwrap());
+    let everywhere = Server::spawn(command);
+    assert!(everywhere.terminate().success());
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        logged.contains("beyond loopback with open access"),
+        "{logged}"
+    );
+}
+
+/// A request (method, path, headers, body) and the status and problem code it gets.
+type ErrorCase<'a> = (
+    &'a str,
+    &'a str,
+    &'a [(&'a str, &'a str)],
+    &'a str,
+    u16,
+    &'a str,
+);
+
+#[test]
+fn every_error_is_a_problem_document_and_every_response_says_nosniff() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[("DATABASE_URL", "memory")]);
+    let address = server.address();
+    let host = Some(address);
+    let json = [("Content-Type", "application/json")];
+    let missing = "/api/v1/connections/x/conversations/0190a1b2-0000-7000-8000-000000000000";
+    let form = [("Content-Type", "application/x-www-form-urlencoded")];
+    let foreign = [json[0], ("Origin", "http://evil.test")];
+    let conversations = "/api/v1/connections/x/conversations";
+    let title = format!("{missing}/title");
+    let cases: [ErrorCase<'_>; 14] = [
+        ("GET", "/nope", &[], "", 404, "route_not_found"),
+        (
+            "GET",
+            "/api/v1/connections/x",
+            &[],
+            "",
+            404,
+            "route_not_found",
+        ),
+        ("POST", "/", &json, "{}", 405, "method_not_allowed"),
+        ("DELETE", "/metrics", &[], "", 405, "method_not_allowed"),
+        ("PUT", "/healthz", &[], "", 405, "method_not_allowed"),
+        (
+            "GET",
+            &format!("{conversations}/nope"),
+            &[],
+            "",
+            400,
+            "invalid_parameter",
+        ),
+        (
+            "GET",
+            "/api/v1/connections/%ZZ/conversations",
+            &[],
+            "",
+            400,
+            "invalid_parameter",
+        ),
+        (
+            "GET",
+            &format!("{conversations}?limit=0"),
+            &[],
+            "",
+            400,
+            "invalid_parameter",
+        ),
+        ("POST", &title, &form, "a=b", 415, "unsupported_media_type"),
+        ("POST", &title, &json, "{}", 404, "not_found"),
+        ("GET", missing, &[], "", 404, "not_found"),
+        ("POST", conversations, &json, "{", 400, "invalid_json"),
+        (
+            "POST",
+            conversations,
+            &json,
+            r#"{"title":""}"#,
+            422,
+            "invalid_input",
+        ),
+        (
+            "POST",
+            conversations,
+            &foreign,
+            "{}",
+            403,
+            "cross_origin_refused",
+        ),
+    ];
+    for (method, path, headers, body, status, code) in cases {
+        raw(address, &request(method, path, host, headers, body)).expect_problem(status, code);
+    }
+    raw(address, &request("GET", "/", Some("evil.test"), &[], ""))
+        .expect_problem(403, "host_not_allowed");
+    // A body over the limit is refused from its Content-Length, before it is sent.
+    let head = format!(
+        "POST /api/v1/connections/x/conversations HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        5 * 1024 * 1024
+    );
+    raw(address, &head).expect_problem(413, "payload_too_large");
+
+    for (path, status) in [
+        ("/", 200),
+        ("/app.js", 200),
+        ("/healthz", 200),
+        ("/readyz", 200),
+        ("/metrics", 200),
+        ("/openapi.json", 307),
+        ("/api/v1/connections/openapi.json", 200),
+        ("/api/v1/connections/x/conversations", 200),
+    ] {
+        let response = raw(address, &request("GET", path, host, &[], ""));
+        assert_eq!(response.status, status, "{path}");
+        assert_eq!(
+            response.header("x-content-type-options"),
+            Some("nosniff"),
+            "{path}"
+        );
+        assert!(response.header("x-request-id").is_some(), "{path}");
+    }
+}
+
+/// The samples of a Prometheus text exposition as parsed by the reference parser, the
+/// one of the official Python client (`prometheus_client`): each `{family, type, name,
+/// labels, value}`. `None` after saying why when the parser is not installed; with
+/// `REQUIRE_PROMETHEUS_CLIENT=1` (set by `.ci/run`, which installs it) that fails.
+fn parse_prometheus_text(text: &str) -> Option<Vec<Value>> {
+    use std::io::Write as _;
+    const PARSE: &str = "import json, sys\n\
+        from prometheus_client.parser import text_string_to_metric_families\n\
+        print(json.dumps([{'family': f.name, 'type': f.type, 'name': s.name, \
+        'labels': s.labels, 'value': s.value} \
+        for f in text_string_to_metric_families(sys.stdin.read()) for s in f.samples]))";
+    let available = Command::new("python3")
+        .args(["-c", "import prometheus_client"])
+        .output()
+        .is_ok_and(|out| out.status.success());
+    if !available {
+        assert!(
+            std::env::var("REQUIRE_PROMETHEUS_CLIENT").as_deref() != Ok("1"),
+            "REQUIRE_PROMETHEUS_CLIENT=1 but python3 cannot import prometheus_client"
+        );
+        eprintln!(
+            "SKIPPED the metrics parse: pip install prometheus_client; \
+             REQUIRE_PROMETHEUS_CLIENT=1 makes this a failure"
+        );
+        return None;
+    }
+    let mut parser = Command::new("python3")
+        .args(["-c", PARSE])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    parser
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let output = parser.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "the parser refused the exposition:\n{text}"
+    );
+    Some(serde_json::from_slice(&output.stdout).unwrap())
+}
+
+#[tokio::test]
+async fn the_metrics_are_scraped_and_parsed_by_a_prometheus_parser() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[("OFFLINE_ECHO_DELAY_MS", "0")]);
+    let http = client();
+    let id = create_conversation(&http, &server, "metrics").await;
+    let replied = reply(&http, &server, "metrics", &id, "count me").await;
+    assert!(replied.contains("event: done"), "{replied}");
+    for path in ["/metrics/conversations", "/nowhere"] {
+        http.get(server.api(path)).send().await.unwrap();
+    }
+    assert_eq!(
+        http.get(format!("{}/readyz", server.url))
+            .send()
+            .await
+            .unwrap()
+            .json::<Value>()
+            .await
+            .unwrap(),
+        json!({"status": "ready", "store": "ok", "chatModel": true})
+    );
+
+    let response = http
+        .get(format!("{}/metrics", server.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain; version=0.0.4")
+    );
+    let text = response.text().await.unwrap();
+    let Some(samples) = parse_prometheus_text(&text) else {
+        return;
+    };
+    let value = |name: &str, labels: &[(&str, &str)]| -> f64 {
+        samples
+            .iter()
+            .find(|s| {
+                s["name"] == name
+                    && labels
+                        .iter()
+                        .all(|(label, value)| s["labels"][label] == *value)
+            })
+            .unwrap_or_else(|| panic!("no {name} {labels:?} in\n{text}"))["value"]
+            .as_f64()
+            .unwrap()
+    };
+    let family_type = |family: &str| {
+        samples
+            .iter()
+            .find(|s| s["family"] == family)
+            .map(|s| s["type"].as_str().unwrap().to_owned())
+    };
+    let list = [
+        ("method", "GET"),
+        ("route", "/api/v1/connections/{scope}/conversations"),
+        ("status", "200"),
+    ];
+    assert!(value("http_requests_total", &list) >= 1.0);
+    let created = [
+        ("method", "POST"),
+        ("route", "/api/v1/connections/{scope}/conversations"),
+        ("status", "201"),
+    ];
+    assert!(value("http_requests_total", &created) >= 1.0);
+    assert!(
+        value(
+            "http_requests_total",
+            &[("route", "none"), ("status", "404")]
+        ) >= 1.0
+    );
+    assert!(
+        value(
+            "http_requests_total",
+            &[("route", "/readyz"), ("status", "200")]
+        ) >= 1.0
+    );
+    assert_eq!(family_type("http_requests").as_deref(), Some("counter"));
+    assert_eq!(
+        family_type("http_request_duration_seconds").as_deref(),
+        Some("histogram"),
+        "latencies are histograms"
+    );
+    let inf = [list.as_slice(), &[("le", "+Inf")]].concat();
+    assert!(value("http_request_duration_seconds_bucket", &inf) >= 1.0);
+    for operation in ["create", "list", "reply", "health"] {
+        let labels = [("operation", operation), ("outcome", "ok")];
+        assert!(
+            value("conversation_operation_duration_seconds_count", &labels) >= 1.0,
+            "{operation}"
+        );
+    }
+    assert_eq!(value("conversation_replies_active", &[]), 0.0);
+    assert!(server.terminate().success());
+}
+
+/// Opens `n` connections that each send half a request and then nothing more.
+fn slow_clients(address: &str, n: usize) -> Vec<std::net::TcpStream> {
+    use std::io::Write as _;
+    (0..n)
+        .map(|_| {
+            let mut stream = std::net::TcpStream::connect(address).unwrap();
+            stream
+                .write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-Slow: ")
+                .unwrap();
+            stream
+        })
+        .collect()
+}
+
+/// Waits until the server closes `stream`; how long that took from `since`.
+fn closed_after(mut stream: std::net::TcpStream, since: Instant) -> Duration {
+    use std::io::Read as _;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let mut rest = Vec::new();
+    let _ = stream.read_to_end(&mut rest);
+    since.elapsed()
+}
+
+#[test]
+fn a_crowd_of_slow_clients_is_cut_off_and_never_exhausts_the_open_files() {
+    // 200 half-sent requests against a server allowed 128 open files: with the default
+    // connection cap (sized from that limit) and with a cap above it, where accepting
+    // runs out of descriptors and must pause rather than spin or stop.
+    for cap in [None, Some("1000")] {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("server.log");
+        let mut command = Server::command(dir.path(), &[("RUST_LOG", "warn")], Some(128));
+        command
+            .args(["--header-read-timeout", "1"])
+            .stderr(std::fs::File::create(&log).unwrap());
+        if let Some(cap) = cap {
+            command.args(["--max-connections", cap]);
+        }
+        let server = Server::spawn(command);
+        let address = server.address().to_owned();
+        let started = Instant::now();
+        let slow = slow_clients(&address, 200);
+
+        // A normal client is served while they wait to be cut off.
+        let healthy = raw(
+            &address,
+            &request("GET", "/healthz", Some(&address), &[], ""),
+        );
+        assert_eq!(healthy.status, 200, "{cap:?}: {healthy:?}");
+        let served_after = started.elapsed();
+        let slowest = slow
+            .into_iter()
+            .map(|stream| closed_after(stream, started))
+            .max()
+            .unwrap();
+        assert!(slowest < Duration::from_secs(30), "{cap:?}: {slowest:?}");
+        let again = raw(
+            &address,
+            &request("GET", "/readyz", Some(&address), &[], ""),
+        );
+        assert_eq!(again.status, 200, "{cap:?}: the server still serves");
+        let took = started.elapsed();
+        assert!(server.terminate().success());
+
+        let logged = std::fs::read_to_string(&log).unwrap();
+        let pauses = logged.matches("cannot accept connections; pausing").count();
+        match cap {
+            None => assert_eq!(pauses, 0, "the default cap leaves room:\n{logged}"),
+            Some(_) => assert!(
+                pauses as u64 <= took.as_secs() + 2,
+                "{pauses} pauses in {took:?}: not a hot loop\n{logged}"
+            ),
+        }
+        eprintln!(
+            "cap {cap:?}: a normal client served after {served_after:?}, 200 slow clients cut off within {slowest:?}, {pauses} accept pauses"
+        );
+    }
+}
+
+#[test]
+fn a_stop_with_a_stalled_client_and_an_endless_reply_ends_by_its_deadline() {
+    use std::io::{Read as _, Write as _};
+    let dir = tempfile::tempdir().unwrap();
+    let mut command = Server::command(dir.path(), &[("OFFLINE_ECHO_DELAY_MS", "60000")], None);
+    command.args(["--shutdown-deadline", "2"]);
+    let server = Server::spawn(command);
+    let address = server.address().to_owned();
+    let _stalled = slow_clients(&address, 1);
+    let created = raw(
+        &address,
+        &request(
+            "POST",
+            "/api/v1/connections/stop/conversations",
+            Some(&address),
+            &[("Content-Type", "application/json")],
+            "{}",
+        ),
+    )
+    .json();
+    let mut reply = std::net::TcpStream::connect(&address).unwrap();
+    let body = r#"{"content":"take a minute per word"}"#;
+    write!(
+        reply,
+        "{}",
+        request(
+            "POST",
+            &format!(
+                "/api/v1/connections/stop/conversations/{}/reply",
+                created["id"].as_str().unwrap()
+            ),
+            Some(&address),
+            &[("Content-Type", "application/json")],
+            body,
+        )
+    )
+    .unwrap();
+    let mut first = [0_u8; 64];
+    assert!(reply.read(&mut first).unwrap() > 0, "the reply started");
+
+    let started = Instant::now();
+    let status = server.terminate();
+    let took = started.elapsed();
+    assert!(status.success(), "{status}");
+    assert!(
+        took >= Duration::from_millis(1500) && took < Duration::from_secs(8),
+        "stopped after {took:?} with a 2 s deadline"
+    );
+    eprintln!("SIGTERM with a stalled client and an endless reply: exited after {took:?}");
+}
+
+/// The peak resident memory (`VmHWM`) of `pid` in MiB.
+fn peak_mib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|value| value.trim().strip_suffix("kB"))
+        .map(|kib| kib.trim().parse::<u64>().unwrap() / 1024)
+        .unwrap()
+}
+
+/// Most the server's peak memory (`VmHWM`) may grow while it answers four pages of 200
+/// messages of 1 MiB at once: each page stops at core's `Limits::max_page_bytes`
+/// (4 MiB) and is streamed, so four pages hold a few copies of 4 MiB (the SQLite store
+/// decodes each row more than once; measured +75 to +83 MiB for four 4-message pages,
+/// +5 MiB on the memory store), not four copies of 200 MiB (+1072 MiB on the memory
+/// store and +2372 MiB on SQLite before this bound).
+const FOUR_PAGES_BOUND_MIB: u64 = 128;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_pages_of_200_one_mib_messages_stay_within_a_stated_memory_bound() {
+    for database in ["memory", "data/conversations.db"] {
+        let dir = tempfile::tempdir().unwrap();
+        let server = Server::start(dir.path(), &[("DATABASE_URL", database)]);
+        let http = client();
+        let id = create_conversation(&http, &server, "big").await;
+        let content = "x".repeat(1024 * 1024 - 16);
+        for _ in 0..200 / 2 {
+            let batch = json!([
+                {"role": "user", "content": content},
+                {"role": "assistant", "content": content},
+            ]);
+            let response = http
+                .post(server.api(&format!("/big/conversations/{id}/messages")))
+                .json(&batch)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 201);
+        }
+        // Forget the peak of the writes: measure the reads alone.
+        std::fs::write(format!("/proc/{}/clear_refs", server.pid()), "5").unwrap();
+        let before = peak_mib(server.pid());
+        let url = server.api(&format!("/big/conversations/{id}/messages?limit=200"));
+        let reads: Vec<_> = (0..4)
+            .map(|_| {
+                let (http, url) = (http.clone(), url.clone());
+                tokio::spawn(async move {
+                    let page: Value = http.get(url).send().await.unwrap().json().await.unwrap();
+                    let items = page["items"].as_array().unwrap();
+                    assert!(!items.is_empty());
+                    assert_eq!(page["hasMore"], true, "a page stops early");
+                    items.len()
+                })
+            })
+            .collect();
+        let mut sizes = Vec::new();
+        for read in reads {
+            sizes.push(read.await.unwrap());
+        }
+        let grew = peak_mib(server.pid()).saturating_sub(before);
+        eprintln!(
+            "{database}: 4 pages of {sizes:?} messages; peak grew by {grew} MiB from {before} MiB"
+        );
+        assert!(
+            grew <= FOUR_PAGES_BOUND_MIB,
+            "{database}: the peak grew by {grew} MiB, more than {FOUR_PAGES_BOUND_MIB} MiB"
+        );
+        assert!(server.terminate().success());
+    }
+}
+
+#[tokio::test]
+async fn the_echo_answers_a_question_of_the_largest_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[("OFFLINE_ECHO_DELAY_MS", "0")]);
+    let http = client();
+    let id = create_conversation(&http, &server, "echo").await;
+    let question = "word ".repeat(1024 * 1024 / 5);
+    let stream = reply(&http, &server, "echo", &id, &question).await;
+    assert!(
+        stream.contains("event: done"),
+        "{}",
+        &stream[stream.len().saturating_sub(500)..]
+    );
+    let page: Value = http
+        .get(server.api(&format!("/echo/conversations/{id}/messages")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let items = page["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2, "the question once, and its answer");
+    let answer = items[1]["content"].as_str().unwrap();
+    assert!(answer.len() <= 1024 * 1024, "{}", answer.len());
+    assert!(answer.starts_with("[offline echo") && answer.ends_with("content limit]"));
+    assert!(server.terminate().success());
+}
+
+/// Makes `file` impossible to write: `chattr +i` for root (whom permissions do not
+/// stop), read-only permissions otherwise. `None` when neither is possible here.
+fn make_unwritable(file: &Path) -> Option<&'static str> {
+    let is_root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).trim() == "0");
+    if is_root {
+        let immutable = Command::new("chattr").arg("+i").arg(file).status();
+        return immutable.is_ok_and(|s| s.success()).then_some("immutable");
+    }
+    let mut permissions = std::fs::metadata(file).unwrap().permissions();
+    permissions.set_readonly(true);
+    std::fs::set_permissions(file, permissions).unwrap();
+    Some("read-only")
+}
+
+#[test]
+fn a_database_file_the_server_cannot_write_stops_it_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("data/conversations.db");
+    assert!(Server::start(dir.path(), &[]).terminate().success());
+    assert!(db.is_file());
+    let Some(how) = make_unwritable(&db) else {
+        eprintln!("SKIPPED: cannot make a file unwritable here (chattr +i failed)");
+        return;
+    };
+    let output = Command::new(env!("CARGO_BIN_EXE_server"))
+        .current_dir(dir.path())
+        .args(["--port", "0"])
+        .env_remove("DATABASE_URL")
+        .env_remove("OPENAI_API_KEY")
+        .env("RUST_LOG", "off")
+        .output()
+        .unwrap();
+    if how == "immutable" {
+        Command::new("chattr").arg("-i").arg(&db).status().unwrap();
+    }
+    assert!(!output.status.success(), "{how}: it started");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("conversations.db")
+            && stderr.contains("the server would lose every change"),
+        "{how}: {stderr}"
+    );
+    assert!(
+        String::from_utf8_lossy(&output.stdout).is_empty(),
+        "it never listened"
+    );
+}
+
+#[test]
+fn the_page_and_the_api_refuse_rebound_names_and_cross_site_writes_in_a_real_browser() {
+    let Some(e2e) = browser_or_skip("the browser guard test") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[("DATABASE_URL", "memory")]);
+    let status = Command::new("node")
+        .current_dir(&e2e)
+        .arg("guard.mjs")
+        .arg(&server.url)
+        .status()
+        .unwrap();
+    assert!(status.success(), "the browser guard test failed: {status}");
+    assert!(server.terminate().success());
 }

@@ -283,6 +283,11 @@ async function openConversation(id) {
       api("GET", `${chatPath(id)}/messages?limit=${PAGE}`),
     ]);
     if (generation !== state.openGeneration) return;
+    if (conversation.id !== id || conversation.scope !== state.scope) {
+      closeConversation();
+      status("That link does not name a conversation of this connection");
+      return;
+    }
     upsertConversation(conversation, false);
     state.messages = page.items;
     state.olderCursor = page.hasMore && page.items.length ? page.items[0].seq : null;
@@ -486,12 +491,35 @@ async function* sseEvents(body) {
 }
 
 // ---------------------------------------------------------------- start
+// A link is #<scope>/<conversation id>, each part percent-encoded as openConversation
+// writes it. Anything else (a malformed escape, more parts, an id that is not a UUID,
+// a scope the API refuses) is ignored and never sent on.
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+const validScope = (scope) =>
+  scope.length > 0 && new TextEncoder().encode(scope).length <= 256 && !/[\u0000-\u001f\u007f-\u009f]/.test(scope);
+
+function parseLink(hash) {
+  const parts = hash.replace(/^#/, "").split("/");
+  if (parts.length > 2) return null;
+  let scope, id = null;
+  try {
+    scope = decodeURIComponent(parts[0]);
+    if (parts.length === 2) id = decodeURIComponent(parts[1]);
+  } catch (_) {
+    return null;
+  }
+  if (!validScope(scope) || (id !== null && !UUID.test(id))) return null;
+  return { scope, id: id && id.toLowerCase() };
+}
+
 (function start() {
-  const [hashScope, hashId] = decodeURIComponent(location.hash.slice(1)).split("/");
+  const hash = location.hash;
+  const link = hash.length > 1 ? parseLink(hash) : null;
   const scopes = knownScopes();
-  let scope = hashScope || localStorage.getItem("scope") || scopes[0];
+  let scope = (link && link.scope) || localStorage.getItem("scope") || scopes[0];
   if (!scopes.includes(scope)) { scopes.push(scope); localStorage.setItem("scopes", JSON.stringify(scopes)); }
   renderScopes(scope);
   switchScope(scope);
-  if (hashId) openConversation(hashId);
+  if (link && link.id) openConversation(link.id);
+  else if (hash.length > 1 && !link) status("Ignored a link that does not name a conversation");
 })();

@@ -10,9 +10,10 @@
 use std::process::ExitCode;
 
 use clap::Parser as _;
-use conversation_examples::{App, Settings};
+use conversation_adapter_http::serve;
+use conversation_examples::{App, Settings, install_metrics};
 use tokio::net::TcpListener;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
@@ -35,7 +36,10 @@ async fn main() -> ExitCode {
 }
 
 async fn run(settings: Settings) -> Result<(), String> {
-    let app = App::build(&settings).await.map_err(|e| e.to_string())?;
+    let metrics = install_metrics().map_err(|e| e.to_string())?;
+    let app = App::build(&settings, metrics)
+        .await
+        .map_err(|e| e.to_string())?;
     let address = settings.address();
     let listener = TcpListener::bind(address)
         .await
@@ -46,12 +50,24 @@ async fn run(settings: Settings) -> Result<(), String> {
     // One line on stdout, for people and for the tests that start this binary.
     println!("listening on http://{local}");
     info!(%local, "listening");
-    let served = axum::serve(listener, app.router.clone())
-        .with_graceful_shutdown(shutdown_signal())
-        .await;
+    if !local.ip().is_loopback() {
+        warn!(
+            %local,
+            "listening beyond loopback with open access: anyone who can reach this address \
+             can read and write every scope; serve one person only, or put an authenticating \
+             proxy (or a ScopeAuthorizer of your own) in front"
+        );
+    }
+    serve(
+        listener,
+        app.router.clone(),
+        settings.serve_config(),
+        shutdown_signal(),
+    )
+    .await;
     info!("stopping: finishing titles and closing the store");
     app.shutdown().await;
-    served.map_err(|e| format!("the server failed: {e}"))
+    Ok(())
 }
 
 /// Ctrl-C or SIGTERM.
