@@ -15,7 +15,8 @@ use std::str::FromStr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use conversation_core::{
-    ConversationId, ConversationQuery, NewConversation, NewMessage, Scope, Store,
+    Append, ConversationId, ConversationQuery, NewConversation, NewMessage, RecentQuery, Scope,
+    Store,
 };
 use conversation_store_postgres::{PgConnectOptions, PostgresOptions, PostgresStore};
 use criterion::{BatchSize, Criterion};
@@ -53,7 +54,7 @@ async fn fixture(url: &str, schema: &str) -> Fixture {
             .map(|i| NewMessage::user(format!("message {} of the long one", round * 100 + i)))
             .collect();
         store
-            .append_messages(&scope, long, batch, None)
+            .append_messages(&scope, long, Append::new(batch))
             .await
             .unwrap();
     }
@@ -104,7 +105,7 @@ fn benches(c: &mut Criterion, runtime: &Runtime, f: &Fixture) {
     group.bench_function("append 1", |b| {
         b.to_async(runtime).iter(|| async {
             f.store
-                .append_messages(&f.scope, f.growing, vec![NewMessage::user("hello")], None)
+                .append_messages(&f.scope, f.growing, Append::one(NewMessage::user("hello")))
                 .await
                 .unwrap()
         });
@@ -118,7 +119,7 @@ fn benches(c: &mut Criterion, runtime: &Runtime, f: &Fixture) {
             },
             |batch| async {
                 f.store
-                    .append_messages(&f.scope, f.growing, batch, None)
+                    .append_messages(&f.scope, f.growing, Append::new(batch))
                     .await
                     .unwrap()
             },
@@ -129,9 +130,14 @@ fn benches(c: &mut Criterion, runtime: &Runtime, f: &Fixture) {
         b.to_async(runtime)
             .iter(|| async { f.store.get_conversation(&f.scope, f.long).await.unwrap() });
     });
+    let window = RecentQuery::new(20);
     group.bench_function("window of 20 (of 1,000)", |b| {
-        b.to_async(runtime)
-            .iter(|| async { f.store.recent_messages(&f.scope, f.long, 20).await.unwrap() });
+        b.to_async(runtime).iter(|| async {
+            f.store
+                .recent_messages(&f.scope, f.long, &window)
+                .await
+                .unwrap()
+        });
     });
     group.bench_function("list 50 (of 1,000)", |b| {
         let query = ConversationQuery::new().limit(50);

@@ -6,6 +6,7 @@
 //! crate except as the boxed `source` of those two variants.
 
 use conversation_core::Error;
+use sqlx::migrate::MigrateError;
 
 /// SQLSTATE codes after which the same call may succeed when tried again.
 ///
@@ -31,8 +32,15 @@ pub(crate) fn is_transient_code(code: &str) -> bool {
 /// The message names the operation and the failure; it never holds a connection URL
 /// or password (sqlx's own messages do not either, and the URL is never formatted).
 pub(crate) fn convert(what: &str, err: sqlx::Error) -> Error {
+    if matches!(err, sqlx::Error::PoolClosed) {
+        return closed();
+    }
     let transient = match &err {
-        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut => true,
+        // A failed TLS handshake (a certificate from an untrusted authority or for
+        // another host, an alert from the server) reaches sqlx as an I/O error of kind
+        // `InvalidData`: trying again cannot cure it.
+        sqlx::Error::Io(io) => io.kind() != std::io::ErrorKind::InvalidData,
+        sqlx::Error::PoolTimedOut => true,
         sqlx::Error::Database(db) => db.code().is_some_and(|code| is_transient_code(&code)),
         _ => false,
     };
@@ -57,15 +65,44 @@ fn database_message(err: &sqlx::Error) -> String {
         .map_or_else(|| err.to_string(), |db| db.message().to_owned())
 }
 
-/// A `map_err` adapter: `.map_err(op("get conversation"))`.
-pub(crate) fn op(what: &'static str) -> impl FnOnce(sqlx::Error) -> Error {
+/// A `map_err` adapter: `.map_err(db("get conversation"))`.
+pub(crate) fn db(what: &'static str) -> impl FnOnce(sqlx::Error) -> Error {
     move |err| convert(what, err)
 }
 
-/// A row that breaks the schema's own rules (a bad role, a negative count).
-pub(crate) fn corrupt(what: impl std::fmt::Display) -> Error {
+/// Converts a migration failure.
+pub(crate) fn migration(err: MigrateError) -> Error {
+    match err {
+        MigrateError::Execute(err) => convert("run migrations", err),
+        MigrateError::ExecuteMigration(err, version) => {
+            convert(&format!("run migration {version}"), err)
+        }
+        other => Error::backend(format!("run migrations: {other}"), other),
+    }
+}
+
+/// The error of a call on a store whose pool was closed ([`Store::close`]).
+///
+/// [`Store::close`]: conversation_core::Store::close
+pub(crate) fn closed() -> Error {
+    Error::Unavailable {
+        message: "the PostgreSQL store is closed".to_owned(),
+        source: None,
+    }
+}
+
+/// A message that is not in the conversation asked for.
+pub(crate) fn message_not_found() -> Error {
+    Error::NotFound {
+        entity: conversation_core::Entity::Message,
+    }
+}
+
+/// A stored value that cannot be read back as the model: a row that breaks the
+/// schema's own rules (a bad role, a negative count), or a foreign write.
+pub(crate) fn bad_row(what: impl std::fmt::Display) -> Error {
     Error::Backend {
-        message: format!("corrupt row in the conversation store: {what}"),
+        message: format!("a stored row is not valid: {what}"),
         source: None,
     }
 }
@@ -138,8 +175,11 @@ mod tests {
             db("23505"),
             db("42P01"),
             db("28P01"),
-            sqlx::Error::PoolClosed,
             sqlx::Error::Protocol("garbled".into()),
+            sqlx::Error::Io(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "invalid peer certificate: UnknownIssuer",
+            )),
         ] {
             let converted = convert("list conversations", err);
             assert!(
@@ -153,5 +193,13 @@ mod tests {
             "backend error: get conversation: PostgreSQL error 42P01: server message"
         );
         assert!(StdError::source(&converted).is_some(), "keeps the source");
+    }
+
+    #[test]
+    fn a_closed_pool_is_the_closed_store() {
+        let converted = convert("get conversation", sqlx::Error::PoolClosed);
+        assert!(converted.is_transient(), "{converted:?}");
+        assert_eq!(converted.to_string(), closed().to_string());
+        assert!(matches!(bad_row("seq is -1"), Error::Backend { .. }));
     }
 }

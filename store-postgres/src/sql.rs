@@ -1,93 +1,229 @@
-//! The SQL of the store, with every table name qualified by the store's schema.
+//! The SQL text of the store, public (but hidden from the docs) so that the
+//! query-plan test and the benches run exactly the statements the store runs. Not a
+//! stable API.
 //!
-//! Statements are built once per store (the schema is part of their text, which is
-//! also the key of sqlx's per-connection prepared-statement cache). The schema name
-//! is validated by [`crate::PostgresOptions`] and always double-quoted, so it cannot
+//! Statements are built once per store: the schema is part of their text (which is
+//! also the key of sqlx's per-connection prepared-statement cache). The schema name is
+//! validated by [`crate::PostgresOptions`] and always double-quoted, so it cannot
 //! change the meaning of a statement; every value is a bind parameter.
+//!
+//! Message reads return the message's columns and its siblings: `before_ids` (up to
+//! [`SIBLING_WINDOW`] sibling ids before it, nearest first, `NULL` when it is the first
+//! sibling), `after_ids` (up to [`SIBLING_WINDOW`] after it, nearest first, `NULL`
+//! when it is the last) and `last_index` (the `sibling_index` of the last sibling,
+//! `NULL` when it is the last). Each is a bounded index read, made only when the
+//! message's own row says it has siblings on that side: a message with 10,000
+//! versions costs what a message with 2 does, and one with none costs nothing more.
 
 use std::fmt::Write as _;
 use std::sync::Arc;
 
-use conversation_core::ArchivedFilter;
+use conversation_core::{ArchivedFilter, SIBLING_WINDOW};
 
-/// Columns of a conversation row, in the order the decoder reads them by name.
-pub(crate) const CONVERSATION_COLUMNS: &str = "id, scope, title, title_source, created_at, updated_at, message_count, pinned, archived, metadata, version";
+/// Columns of a conversation row, read by name.
+pub const CONVERSATION_COLUMNS: &str = "id, scope, title, title_source, created_at, updated_at, message_count, last_seq, head_id, pinned, archived, metadata, version";
 
-/// Columns of a message row.
-const MESSAGE_COLUMNS: &str =
-    "id, conversation_id, seq, role, content, tool_calls, tool_call_id, metadata, created_at";
+/// Columns a message is inserted with.
+const MESSAGE_INSERT_COLUMNS: &str = "conversation_id, seq, id, parent_id, depth, sibling_index, last_sibling, on_path, role, content, tool_calls, tool_call_id, metadata, created_at";
 
-/// Message columns read through the `m` alias of a lateral join.
-const LATERAL_MESSAGE_COLUMNS: &str = "m.id, m.conversation_id, m.seq, m.role, m.content, m.tool_calls, m.tool_call_id, m.metadata, m.created_at";
+/// Columns of a message read through the alias `m`; [`siblings`] follow them.
+const MESSAGE_COLUMNS: &str = "m.id, m.conversation_id, m.seq, m.parent_id, m.sibling_index, m.role, m.content, m.tool_calls, m.tool_call_id, m.metadata, m.created_at";
 
 /// ASCII-only case folding: PostgreSQL's `lower()` folds every letter, and the
 /// contract folds only `A`–`Z`, the same in every store.
 const ASCII_FOLD: &str =
     "translate(title, 'ABCDEFGHIJKLMNOPQRSTUVWXYZ', 'abcdefghijklmnopqrstuvwxyz')";
 
-/// The fixed statements of one store.
+/// The fixed statements of one store. Every tree statement takes the conversation id
+/// as `$1` and runs in a transaction holding the conversation's row lock.
 #[derive(Debug)]
-pub(crate) struct Statements {
-    /// `$1` id, `$2` scope.
-    pub(crate) get: Arc<str>,
-    /// `$1` id, `$2` scope; locks the row until the transaction ends.
-    pub(crate) lock: Arc<str>,
-    /// The eleven columns, in [`CONVERSATION_COLUMNS`] order.
-    pub(crate) insert_conversation: Arc<str>,
-    /// `$1` id, then title, title_source, updated_at, pinned, archived, metadata, version.
-    pub(crate) update_conversation: Arc<str>,
+pub struct Statements {
+    /// One conversation: `$1` id, `$2` scope.
+    pub get: Arc<str>,
+    /// `$1` id, `$2` scope; locks the row until the transaction ends, and reads its
+    /// head's `head_seq` and `head_depth`. (Nothing of another table is read with it:
+    /// after waiting for the lock, a `READ COMMITTED` statement sees the locked row's
+    /// new version but the other rows of its old snapshot.)
+    pub lock: Arc<str>,
+    /// The columns of [`CONVERSATION_COLUMNS`], in order.
+    pub insert_conversation: Arc<str>,
+    /// `$1` id, then title, title_source, updated_at, pinned, archived, metadata,
+    /// version, head_id, head_seq, head_depth.
+    pub update_conversation: Arc<str>,
     /// `$1` id, `$2` title, `$3` title_source, `$4` version.
-    pub(crate) set_title: Arc<str>,
+    pub set_title: Arc<str>,
     /// `$1` id, `$2` scope.
-    pub(crate) delete: Arc<str>,
-    /// `$1` conversation id, `$2` message ids.
-    pub(crate) stored_messages: Arc<str>,
-    /// Inserts the new messages and moves the counters, in one statement:
-    /// `$1` conversation id, `$2`..`$8` arrays (seq, id, role, content, tool_calls,
-    /// tool_call_id, metadata), `$9` created_at and updated_at, `$10` message_count,
-    /// `$11` version.
-    pub(crate) append: Arc<str>,
-    /// `$1` id, `$2` scope, `$3` n. One row per message, newest first, or one row of
-    /// NULLs when the conversation has none; no row when it does not exist.
-    pub(crate) window: Arc<str>,
-    /// `$1` id, `$2` scope, `$3` after, `$4` before, `$5` limit; newest first.
-    pub(crate) page_newest: Arc<str>,
-    /// As `page_newest`, oldest first.
-    pub(crate) page_oldest: Arc<str>,
+    pub delete_conversation: Arc<str>,
+    /// `$1` conversation, `$2` message ids: the messages stored under them (without
+    /// siblings).
+    pub stored_messages: Arc<str>,
+    /// `$1` conversation, `$2` message id: its `seq`, `parent_id`, `depth`, `on_path`,
+    /// `children` (how many it has) and `last_child` (the seq of the newest).
+    pub resolve: Arc<str>,
+    /// `$1` conversation: `children` (how many roots it has) and `last_child` (the
+    /// newest one's seq); no row when it has none.
+    pub roots: Arc<str>,
+    /// Inserts a chain of messages on the path and writes the conversation's row, in
+    /// one statement: `$1` conversation, `$2`..`$12` arrays (seq, id, parent_id,
+    /// depth, sibling_index, role, content, tool_calls, tool_call_id, metadata,
+    /// created_at), then the row: `$13` updated_at, `$14` message_count, `$15`
+    /// last_seq, `$16` head_id, `$17` version, `$18` title, `$19` title_source; `$20`
+    /// the seq of the first message's last sibling until now (`NULL` for none); `$21`
+    /// and `$22` the new head's seq and depth.
+    pub append: Arc<str>,
+    /// Makes the message at seq `$2` the end of the active path (`NULL`: no path):
+    /// walks up from it to the first message on the path (the joint), takes the old
+    /// path off below the joint and puts the walk on. Costs the two changed stretches.
+    pub move_path: Arc<str>,
+    /// The newest leaf under message `$2` (itself included), never entering the
+    /// subtree of message `$3` (`NULL` for none): its `id`, `seq` and `depth`.
+    pub newest_under: Arc<str>,
+    /// The newest message outside the subtree of message `$2`: `id`, `seq`, `depth`.
+    pub newest_outside: Arc<str>,
+    /// Deletes the subtree of message `$2` (a child of `$3`, at sibling seq `$4`),
+    /// moves its later siblings' `sibling_index` down (or, when it was the last,
+    /// makes the one before it the last), and writes the conversation:
+    /// `$5` head_id, `$6` version, `$7` updated_at, `$8` head_seq, `$9` head_depth.
+    /// Returns the new `message_count`.
+    pub delete_subtree: Arc<str>,
+    /// As [`Statements::delete_subtree`] for a root (`$3` is unused and `NULL`).
+    pub delete_root_subtree: Arc<str>,
+    /// Copies the path from a root to the message at seq `$2` of conversation `$1`
+    /// into the new conversation whose columns follow ([`CONVERSATION_COLUMNS`] order
+    /// from `$3`), with seqs from 1, in one statement. The head is the last copy: its
+    /// seq and depth are both `last_seq` (`$10`).
+    pub fork: Arc<str>,
+    /// `$1` id, `$2` scope, `$3` message id, `$4` n: the path ending at that message,
+    /// newest first, with `k` (1 for the message itself); a row of `NULL`s when the
+    /// message is not in the conversation.
+    pub window_from: Arc<str>,
+    /// `$1` id, `$2` scope, `$3` message id: the message, or a row of `NULL`s.
+    pub get_message: Arc<str>,
+    /// `$1` conversation, `$2` seqs: those messages (no scope check: for a
+    /// transaction holding the row lock).
+    pub messages_by_seq: Arc<str>,
+    /// Pages of the active path: `$1` id, `$2` scope, `$3` after, `$4` before, `$5`
+    /// limit; newest first, or one row of `NULL`s when the conversation has none in
+    /// the range; no row when it does not exist. Also the window (from 0 to the
+    /// end, `n` rows): a statement with no seq range of its own gets no generic plan
+    /// from PostgreSQL (its unknown `LIMIT` makes that look dear), so it would be
+    /// planned anew on every call, which costs more than running it.
+    pub path_newest: Arc<str>,
+    /// As `path_newest`, oldest first.
+    pub path_oldest: Arc<str>,
+    /// As `path_newest`, over every message of the tree.
+    pub all_newest: Arc<str>,
+    /// As `all_newest`, oldest first.
+    pub all_oldest: Arc<str>,
     /// `"schema"`, quoted.
     schema: String,
 }
 
+/// `CASE` over the two index reads of a message `m`'s siblings: its roots' through
+/// `messages_roots`, its parent's children through `messages_by_parent`. `read` gets
+/// the condition that picks the siblings among the rows `s`.
+fn by_parent(read: impl Fn(&str) -> String) -> String {
+    format!(
+        "CASE WHEN m.parent_id IS NULL THEN {} ELSE {} END",
+        read("s.parent_id IS NULL"),
+        read("s.parent_id = m.parent_id")
+    )
+}
+
+/// The columns of the siblings of the message `m`: three `CASE`s over its own row,
+/// each reading an index only when that side has siblings.
+fn siblings(s: &str) -> String {
+    let w = SIBLING_WINDOW;
+    let ids = |direction: &'static str, order: &'static str| {
+        move |same: &str| {
+            format!(
+                "ARRAY(SELECT s.id FROM {s}.messages s WHERE s.conversation_id = m.conversation_id \
+                 AND {same} AND s.seq {direction} m.seq ORDER BY s.seq {order} LIMIT {w})"
+            )
+        }
+    };
+    let last = |same: &str| {
+        format!(
+            "(SELECT s.sibling_index FROM {s}.messages s WHERE s.conversation_id = m.conversation_id \
+             AND {same} ORDER BY s.seq DESC LIMIT 1)"
+        )
+    };
+    format!(
+        "CASE WHEN m.sibling_index = 0 THEN NULL ELSE {before} END AS before_ids, \
+         CASE WHEN m.last_sibling THEN NULL ELSE {after} END AS after_ids, \
+         CASE WHEN m.last_sibling THEN NULL ELSE {last} END AS last_index",
+        before = by_parent(ids("<", "DESC")),
+        after = by_parent(ids(">", "ASC")),
+        last = by_parent(last),
+    )
+}
+
+/// The subtree of message `$2` as `sub(seq, id)`, walked down `messages_by_parent`.
+/// Statements reach its rows with `seq = ANY (ARRAY(…))`, a list of primary-key
+/// probes: a join with it may be planned as a scan of the conversation.
+fn subtree(s: &str) -> String {
+    format!(
+        "sub AS (SELECT seq, id FROM {s}.messages WHERE conversation_id = $1 AND id = $2 \
+         UNION ALL SELECT m.seq, m.id FROM sub JOIN {s}.messages m \
+           ON m.conversation_id = $1 AND m.parent_id = sub.id)"
+    )
+}
+
 impl Statements {
-    pub(crate) fn new(quoted_schema: &str) -> Self {
+    /// The statements for the tables of `quoted_schema`.
+    pub fn new(quoted_schema: &str) -> Self {
         let s = quoted_schema;
         let c = CONVERSATION_COLUMNS;
-        let m = MESSAGE_COLUMNS;
-        let lm = LATERAL_MESSAGE_COLUMNS;
-        let page = |order: &str| -> Arc<str> {
+        let m = format!("{MESSAGE_COLUMNS}, {}", siblings(s));
+        // A page: the conversation row, then (lateral) its messages in read order
+        // through one index range, then each one's siblings. The nested loops keep
+        // the messages' order, so no outer ORDER BY (and no sort) is needed.
+        let page = |filter: &str, order: &str| {
             format!(
-                "SELECT {lm} FROM {s}.conversations c \
-                 LEFT JOIN LATERAL (SELECT {m} FROM {s}.messages \
-                   WHERE conversation_id = c.id AND seq > $3 AND seq < $4 \
+                "SELECT {m} FROM {s}.conversations c \
+                 LEFT JOIN LATERAL (SELECT * FROM {s}.messages \
+                   WHERE conversation_id = c.id{filter} AND seq > $3 AND seq < $4 \
                    ORDER BY seq {order} LIMIT $5) m ON true \
                  WHERE c.id = $1 AND c.scope = $2"
             )
-            .into()
+        };
+        let delete_subtree = |same_parent: &str| {
+            format!(
+                "WITH RECURSIVE {sub}, \
+                 gone AS (DELETE FROM {s}.messages \
+                   WHERE conversation_id = $1 AND seq = ANY (ARRAY(SELECT seq FROM sub)) \
+                   RETURNING 1), \
+                 shifted AS (UPDATE {s}.messages SET sibling_index = sibling_index - 1 \
+                   WHERE conversation_id = $1 AND {same_parent} AND seq > $4 RETURNING 1), \
+                 relast AS (UPDATE {s}.messages SET last_sibling = true \
+                   WHERE conversation_id = $1 AND seq = (SELECT seq FROM {s}.messages \
+                       WHERE conversation_id = $1 AND {same_parent} AND seq < $4 \
+                       ORDER BY seq DESC LIMIT 1) \
+                     AND NOT EXISTS (SELECT 1 FROM {s}.messages \
+                       WHERE conversation_id = $1 AND {same_parent} AND seq > $4)) \
+                 UPDATE {s}.conversations SET message_count = message_count - (SELECT count(*) FROM gone), \
+                   head_id = $5, version = $6, updated_at = $7, head_seq = $8, head_depth = $9 \
+                 WHERE id = $1 RETURNING message_count",
+                sub = subtree(s)
+            )
         };
         Self {
             get: format!("SELECT {c} FROM {s}.conversations WHERE id = $1 AND scope = $2").into(),
             lock: format!(
-                "SELECT {c} FROM {s}.conversations WHERE id = $1 AND scope = $2 FOR NO KEY UPDATE"
+                "SELECT {c}, head_seq, head_depth FROM {s}.conversations \
+                 WHERE id = $1 AND scope = $2 FOR NO KEY UPDATE"
             )
             .into(),
             insert_conversation: format!(
                 "INSERT INTO {s}.conversations ({c}) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
             )
             .into(),
             update_conversation: format!(
                 "UPDATE {s}.conversations SET title = $2, title_source = $3, updated_at = $4, \
-                 pinned = $5, archived = $6, metadata = $7, version = $8 WHERE id = $1"
+                 pinned = $5, archived = $6, metadata = $7, version = $8, head_id = $9, \
+                 head_seq = $10, head_depth = $11 \
+                 WHERE id = $1"
             )
             .into(),
             set_title: format!(
@@ -95,33 +231,124 @@ impl Statements {
                  WHERE id = $1"
             )
             .into(),
-            delete: format!("DELETE FROM {s}.conversations WHERE id = $1 AND scope = $2").into(),
+            delete_conversation: format!(
+                "DELETE FROM {s}.conversations WHERE id = $1 AND scope = $2"
+            )
+            .into(),
             stored_messages: format!(
-                "SELECT {m} FROM {s}.messages WHERE conversation_id = $1 AND id = ANY($2)"
+                "SELECT id, conversation_id, seq, parent_id, role, content, tool_calls, \
+                 tool_call_id, metadata, created_at \
+                 FROM {s}.messages WHERE conversation_id = $1 AND id = ANY($2)"
+            )
+            .into(),
+            resolve: format!(
+                "SELECT m.seq, m.parent_id, m.depth, m.on_path, \
+                   coalesce(k.sibling_index + 1, 0) AS children, k.seq AS last_child \
+                 FROM {s}.messages m \
+                 LEFT JOIN LATERAL (SELECT sibling_index, seq FROM {s}.messages \
+                   WHERE conversation_id = m.conversation_id AND parent_id = m.id \
+                   ORDER BY seq DESC LIMIT 1) k ON true \
+                 WHERE m.conversation_id = $1 AND m.id = $2"
+            )
+            .into(),
+            roots: format!(
+                "SELECT sibling_index + 1 AS children, seq AS last_child FROM {s}.messages \
+                 WHERE conversation_id = $1 AND parent_id IS NULL ORDER BY seq DESC LIMIT 1"
             )
             .into(),
             append: format!(
                 "WITH inserted AS ( \
-                   INSERT INTO {s}.messages ({m}) \
-                   SELECT n.id, $1, n.seq, n.role, n.content, n.tool_calls, n.tool_call_id, \
-                          n.metadata, $9 \
-                   FROM UNNEST($2::bigint[], $3::uuid[], $4::text[], $5::text[], $6::jsonb[], \
-                               $7::text[], $8::jsonb[]) \
-                     AS n(seq, id, role, content, tool_calls, tool_call_id, metadata) \
-                 ) \
-                 UPDATE {s}.conversations SET message_count = $10, version = $11, updated_at = $9 \
+                   INSERT INTO {s}.messages ({MESSAGE_INSERT_COLUMNS}) \
+                   SELECT $1, n.seq, n.id, n.parent_id, n.depth, n.sibling_index, true, true, \
+                          n.role, n.content, n.tool_calls, n.tool_call_id, n.metadata, n.created_at \
+                   FROM UNNEST($2::bigint[], $3::uuid[], $4::uuid[], $5::bigint[], $6::bigint[], \
+                               $7::text[], $8::text[], $9::jsonb[], $10::text[], $11::jsonb[], \
+                               $12::timestamptz[]) \
+                     AS n(seq, id, parent_id, depth, sibling_index, role, content, tool_calls, \
+                          tool_call_id, metadata, created_at) \
+                 ), \
+                 demoted AS (UPDATE {s}.messages SET last_sibling = false \
+                   WHERE conversation_id = $1 AND seq = $20) \
+                 UPDATE {s}.conversations SET updated_at = $13, message_count = $14, \
+                   last_seq = $15, head_id = $16, version = $17, title = $18, title_source = $19, \
+                   head_seq = $21, head_depth = $22 \
                  WHERE id = $1"
             )
             .into(),
-            window: format!(
-                "SELECT {lm} FROM {s}.conversations c \
-                 LEFT JOIN LATERAL (SELECT {m} FROM {s}.messages \
-                   WHERE conversation_id = c.id ORDER BY seq DESC LIMIT $3) m ON true \
+            move_path: format!(
+                "WITH RECURSIVE up AS ( \
+                   SELECT seq, parent_id, on_path FROM {s}.messages \
+                   WHERE conversation_id = $1 AND seq = $2 \
+                   UNION ALL SELECT m.seq, m.parent_id, m.on_path FROM up JOIN {s}.messages m \
+                     ON m.conversation_id = $1 AND m.id = up.parent_id WHERE NOT up.on_path), \
+                 joint AS (SELECT coalesce(max(seq) FILTER (WHERE on_path), 0) AS seq FROM up), \
+                 leaving AS (UPDATE {s}.messages SET on_path = false \
+                   WHERE conversation_id = $1 AND on_path AND seq > (SELECT seq FROM joint) \
+                   RETURNING 1), \
+                 joining AS (UPDATE {s}.messages SET on_path = true \
+                   WHERE conversation_id = $1 \
+                     AND seq = ANY (ARRAY(SELECT seq FROM up WHERE NOT on_path)) \
+                   RETURNING 1) \
+                 SELECT (SELECT count(*) FROM leaving) + (SELECT count(*) FROM joining)"
+            )
+            .into(),
+            newest_under: format!(
+                "WITH RECURSIVE down AS ( \
+                   SELECT seq, id FROM {s}.messages WHERE conversation_id = $1 AND id = $2 \
+                   UNION ALL SELECT m.seq, m.id FROM down JOIN {s}.messages m \
+                     ON m.conversation_id = $1 AND m.parent_id = down.id \
+                   WHERE $3::uuid IS NULL OR m.id <> $3) \
+                 SELECT id, seq, depth FROM {s}.messages \
+                 WHERE conversation_id = $1 AND seq = (SELECT max(seq) FROM down)"
+            )
+            .into(),
+            newest_outside: format!(
+                "WITH RECURSIVE {sub} \
+                 SELECT id, seq, depth FROM {s}.messages \
+                 WHERE conversation_id = $1 AND seq NOT IN (SELECT seq FROM sub) \
+                 ORDER BY seq DESC LIMIT 1",
+                sub = subtree(s)
+            )
+            .into(),
+            delete_subtree: delete_subtree("parent_id = $3").into(),
+            delete_root_subtree: delete_subtree("parent_id IS NULL AND $3::uuid IS NULL").into(),
+            fork: format!(
+                "WITH RECURSIVE up AS ( \
+                   SELECT * FROM {s}.messages WHERE conversation_id = $1 AND seq = $2 \
+                   UNION ALL SELECT m.* FROM up JOIN {s}.messages m \
+                     ON m.conversation_id = $1 AND m.id = up.parent_id), \
+                 fork AS (INSERT INTO {s}.conversations ({c}, head_seq, head_depth) \
+                   VALUES ($3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $10, $10)) \
+                 INSERT INTO {s}.messages ({MESSAGE_INSERT_COLUMNS}) \
+                 SELECT $3, depth, id, parent_id, depth, 0, true, true, role, content, tool_calls, \
+                        tool_call_id, metadata, created_at FROM up"
+            )
+            .into(),
+            window_from: format!(
+                "WITH RECURSIVE up AS ( \
+                   SELECT *, 1 AS k FROM {s}.messages WHERE conversation_id = $1 AND id = $3 \
+                   UNION ALL SELECT m.*, up.k + 1 FROM up JOIN {s}.messages m \
+                     ON m.conversation_id = $1 AND m.id = up.parent_id WHERE up.k < $4) \
+                 SELECT {m}, m.k FROM {s}.conversations c \
+                 LEFT JOIN up m ON true \
                  WHERE c.id = $1 AND c.scope = $2"
             )
             .into(),
-            page_newest: page("DESC"),
-            page_oldest: page("ASC"),
+            get_message: format!(
+                "SELECT {m} FROM {s}.conversations c \
+                 LEFT JOIN {s}.messages m ON m.conversation_id = c.id AND m.id = $3 \
+                 WHERE c.id = $1 AND c.scope = $2"
+            )
+            .into(),
+            messages_by_seq: format!(
+                "SELECT {m} FROM {s}.messages m \
+                 WHERE m.conversation_id = $1 AND m.seq = ANY($2)"
+            )
+            .into(),
+            path_newest: page(" AND on_path", "DESC").into(),
+            path_oldest: page(" AND on_path", "ASC").into(),
+            all_newest: page("", "DESC").into(),
+            all_oldest: page("", "ASC").into(),
             schema: s.to_owned(),
         }
     }
@@ -131,10 +358,10 @@ impl Statements {
     /// `id`), then the title needle when `with_filter`.
     ///
     /// Each archive partition is read backwards along its index
-    /// (`conversations_list` or `conversations_list_pinned`), starting strictly after
+    /// (`conversations_by_activity` or `conversations_by_pin`), starting strictly after
     /// the cursor by row comparison in index order; "archived included" merges the two
     /// partitions' ordered reads, so a page costs its size, not the scope's.
-    pub(crate) fn list(
+    pub fn list(
         &self,
         archived: ArchivedFilter,
         pinned_first: bool,
@@ -187,7 +414,7 @@ impl Statements {
 }
 
 /// Quotes an identifier for PostgreSQL.
-pub(crate) fn quote_identifier(name: &str) -> String {
+pub fn quote_identifier(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 

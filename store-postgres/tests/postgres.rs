@@ -17,19 +17,21 @@ mod support;
 
 use std::sync::Arc;
 
-use conversation_core::Store;
+use conversation_core::{Clock, Store};
 
 /// The conformance suite on the concrete type.
 mod direct {
     use super::*;
-    conversation_core::store_conformance_tests!(|| async { support::TestStore::new().await });
+    conversation_core::store_conformance_tests!(|clock: Arc<dyn Clock>| async move {
+        support::TestStore::with_clock(clock).await
+    });
 }
 
 /// The conformance suite through the trait object hosts hold.
 mod dyn_store {
     use super::*;
-    conversation_core::store_conformance_tests!(|| async {
-        Arc::new(support::TestStore::new().await) as Arc<dyn Store>
+    conversation_core::store_conformance_tests!(|clock: Arc<dyn Clock>| async move {
+        Arc::new(support::TestStore::with_clock(clock).await) as Arc<dyn Store>
     });
 }
 
@@ -41,3 +43,13 @@ mod multi_process;
 mod plans;
 #[path = "postgres/schema.rs"]
 mod schema;
+#[cfg(any(
+    feature = "tls-rustls-ring",
+    feature = "tls-rustls-ring-native-roots",
+    feature = "tls-rustls-aws-lc-rs",
+    feature = "tls-native-tls"
+))]
+#[path = "postgres/tls.rs"]
+mod tls;
+#[path = "postgres/tree.rs"]
+mod tree;

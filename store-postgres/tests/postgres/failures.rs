@@ -4,7 +4,7 @@
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
-use conversation_core::{Error, MessageId, NewConversation, NewMessage, Scope, Store};
+use conversation_core::{Append, Error, MessageId, NewConversation, NewMessage, Scope, Store};
 use conversation_store_postgres::{
     PgConnectOptions, PgPoolOptions, PostgresOptions, PostgresStore,
 };
@@ -91,7 +91,7 @@ async fn pool_timeout_is_unavailable() {
     assert!(started.elapsed() < Duration::from_secs(5));
     assert_unavailable(
         store
-            .append_messages(&scope, chat.id, vec![NewMessage::user("x")], None)
+            .append_messages(&scope, chat.id, Append::one(NewMessage::user("x")))
             .await,
         "append with the pool exhausted",
     );
@@ -144,7 +144,11 @@ async fn append_cut_off_mid_transaction_is_unavailable_and_the_retry_stores_once
         let store = store.handle();
         let scope = scope.clone();
         let batch = batch.clone();
-        tokio::spawn(async move { store.append_messages(&scope, chat.id, batch, None).await })
+        tokio::spawn(async move {
+            store
+                .append_messages(&scope, chat.id, Append::new(batch))
+                .await
+        })
     };
     // Find the append's session waiting on the lock, and end it. The wait is generous:
     // on a cold, loaded CI machine the other tests' schema migrations queue up first.
@@ -188,7 +192,7 @@ async fn append_cut_off_mid_transaction_is_unavailable_and_the_retry_stores_once
     assert_eq!(unchanged, chat, "nothing of the cut-off append was stored");
 
     let retried = store
-        .append_messages(&scope, chat.id, batch.clone(), None)
+        .append_messages(&scope, chat.id, Append::new(batch.clone()))
         .await
         .unwrap();
     assert_eq!(
@@ -197,7 +201,11 @@ async fn append_cut_off_mid_transaction_is_unavailable_and_the_retry_stores_once
     );
     // The acknowledgement of that retry is "lost": the caller retries once more.
     let again = store
-        .append_messages(&scope, chat.id, batch, Some(chat.version))
+        .append_messages(
+            &scope,
+            chat.id,
+            Append::new(batch).expect_version(chat.version),
+        )
         .await
         .unwrap();
     assert_eq!(again.messages, retried.messages);
@@ -209,4 +217,49 @@ async fn append_cut_off_mid_transaction_is_unavailable_and_the_retry_stores_once
         support::all_messages(&*store, &scope, chat.id).await,
         retried.messages
     );
+}
+
+/// `health` answers while the server does; `close` closes only a pool the store
+/// opened (twice is once), after which its calls are `Unavailable`; a host's pool is
+/// left open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_closes_only_the_stores_own_pool() {
+    let guard = support::SchemaGuard(support::fresh_schema_name());
+    let options = || {
+        PostgresOptions::new()
+            .schema(guard.0.clone())
+            .max_connections(2)
+    };
+    let own = PostgresStore::connect_with(support::url(), options())
+        .await
+        .unwrap();
+    own.health().await.unwrap();
+    let scope = Scope::new("close").unwrap();
+    let chat = own
+        .create_conversation(&scope, NewConversation::new())
+        .await
+        .unwrap();
+    Store::close(&own).await;
+    Store::close(&own).await;
+    assert_unavailable(
+        own.get_conversation(&scope, chat.id).await,
+        "get after close",
+    );
+    assert_unavailable(own.health().await, "health after close");
+
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .connect_with(support::connect_options(&guard.0))
+        .await
+        .unwrap();
+    let hosted = PostgresStore::from_pool_with(pool.clone(), options())
+        .await
+        .unwrap();
+    Store::close(&hosted).await;
+    assert!(!pool.is_closed(), "the host's pool is the host's to close");
+    assert_eq!(
+        hosted.get_conversation(&scope, chat.id).await.unwrap(),
+        chat
+    );
+    pool.close().await;
 }

@@ -1,8 +1,9 @@
-//! Promise 2 across processes: three processes (this test binary, re-executed)
-//! append concurrently to the same two conversations through the store API; one is
-//! killed with SIGKILL mid-run. Every acknowledged message is stored exactly once,
-//! `seq` is gap-free, batches stay whole, and only unacknowledged messages of the
-//! killed process can be missing.
+//! Promises 2 and 10 across processes: three processes (this test binary,
+//! re-executed) append concurrently to the same two conversations through the store
+//! API; one is killed with SIGKILL mid-run. Every acknowledged message is stored
+//! exactly once, `seq` is gap-free, batches stay whole, and only unacknowledged
+//! messages of the killed process can be missing. Then three processes branch,
+//! switch, delete and fork in one conversation at once, and lose nothing.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{BufRead as _, BufReader, Read, Write as _};
@@ -13,13 +14,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use conversation_core::{
-    Appended, ConversationId, MessageId, NewConversation, NewMessage, Scope, Store,
+    Append, Appended, ConversationId, MessageId, NewConversation, NewMessage, Scope, Store,
 };
 use conversation_store_postgres::{
     PgConnectOptions, PgPoolOptions, PostgresOptions, PostgresStore,
 };
 
 use crate::support::{self, TestStore};
+use crate::tree;
 
 const CHILD: &str = "CONV_PG_CHILD";
 const CHILD_URL: &str = "CONV_PG_CHILD_URL";
@@ -46,7 +48,10 @@ async fn append_retrying(
     batch: &[NewMessage],
 ) -> Appended {
     for _ in 0..100 {
-        match store.append_messages(scope, id, batch.to_vec(), None).await {
+        match store
+            .append_messages(scope, id, Append::new(batch.to_vec()))
+            .await
+        {
             Ok(appended) => return appended,
             Err(err) if err.is_transient() => {
                 tokio::time::sleep(Duration::from_millis(20)).await;
@@ -57,28 +62,19 @@ async fn append_retrying(
     panic!("append still unavailable after 100 tries");
 }
 
-/// The child process: started by
-/// `processes_appending_at_once_keep_seq_gap_free_and_lose_only_unacknowledged`,
-/// never by a plain run (it is ignored). It appends batches with caller ids
-/// alternately to the two conversations and prints `ACK <child> <conversation>
-/// <batch> <message id> <seq>` for each message once the append is acknowledged.
-#[test]
-#[ignore = "the child process of the multi-process test, which starts it"]
-fn child_appender() {
-    let env = |key: &str| {
-        std::env::var(key).unwrap_or_else(|_| {
-            panic!("{key} is not set: this runs only as a child of the multi-process test")
-        })
-    };
-    let child: usize = env(CHILD).parse().unwrap();
-    let url = env(CHILD_URL);
-    let schema = env(CHILD_SCHEMA);
-    let scope = Scope::new(env(CHILD_SCOPE)).unwrap();
-    let conversations: Vec<ConversationId> = env(CHILD_CONVERSATIONS)
-        .split(',')
-        .map(|id| id.parse().unwrap())
-        .collect();
-    let batches: usize = env(CHILD_BATCHES).parse().unwrap();
+/// A variable the parent test set for a child process.
+fn child_env(key: &str) -> String {
+    std::env::var(key).unwrap_or_else(|_| {
+        panic!("{key} is not set: this runs only as a child of a multi-process test")
+    })
+}
+
+/// Runs `work` in a child process on a store of the parent's schema, in the parent's
+/// scope.
+fn in_child<T>(work: impl AsyncFnOnce(PostgresStore, Scope) -> T) -> T {
+    let url = child_env(CHILD_URL);
+    let schema = child_env(CHILD_SCHEMA);
+    let scope = Scope::new(child_env(CHILD_SCOPE)).unwrap();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -95,6 +91,64 @@ fn child_appender() {
         let store = PostgresStore::from_pool_with(pool, PostgresOptions::new().schema(schema))
             .await
             .unwrap();
+        work(store, scope).await
+    })
+}
+
+/// Starts this test binary again as child `child` running the ignored test `test`
+/// on `conversations` of `store`'s schema, `count` times (batches or operations).
+fn spawn_child(
+    test: &str,
+    child: usize,
+    store: &TestStore,
+    scope: &Scope,
+    conversations: &[ConversationId],
+    count: usize,
+) -> Running {
+    let ids: Vec<String> = conversations.iter().map(ToString::to_string).collect();
+    let mut process = Command::new(std::env::current_exe().unwrap())
+        .args([
+            test,
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD, child.to_string())
+        .env(CHILD_URL, support::url())
+        .env(CHILD_SCHEMA, store.schema_name())
+        .env(CHILD_SCOPE, scope.as_str())
+        .env(CHILD_CONVERSATIONS, ids.join(","))
+        .env(CHILD_BATCHES, count.to_string())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (stdout, out_reader) = collect_lines(process.stdout.take().unwrap());
+    let (stderr, err_reader) = collect_lines(process.stderr.take().unwrap());
+    Running {
+        child: process,
+        stdout,
+        stderr,
+        readers: vec![out_reader, err_reader],
+    }
+}
+
+/// The child process: started by
+/// `processes_appending_at_once_keep_seq_gap_free_and_lose_only_unacknowledged`,
+/// never by a plain run (it is ignored). It appends batches with caller ids
+/// alternately to the two conversations and prints `ACK <child> <conversation>
+/// <batch> <message id> <seq>` for each message once the append is acknowledged.
+#[test]
+#[ignore = "the child process of the multi-process test, which starts it"]
+fn child_appender() {
+    let child: usize = child_env(CHILD).parse().unwrap();
+    let conversations: Vec<ConversationId> = child_env(CHILD_CONVERSATIONS)
+        .split(',')
+        .map(|id| id.parse().unwrap())
+        .collect();
+    let batches: usize = child_env(CHILD_BATCHES).parse().unwrap();
+    in_child(async |store, scope| {
         let mut stdout = std::io::stdout();
         for b in (0..).take_while(|b| batches == 0 || *b < batches) {
             let id = conversations[(b + child) % conversations.len()];
@@ -212,35 +266,9 @@ async fn processes_appending_at_once_keep_seq_gap_free_and_lose_only_unacknowled
                 .id,
         );
     }
-    let ids: Vec<String> = chats.iter().map(ToString::to_string).collect();
-    let exe = std::env::current_exe().unwrap();
     let spawn = |child: usize, batches: usize| {
-        let mut process = Command::new(&exe)
-            .args([
-                "multi_process::child_appender",
-                "--exact",
-                "--ignored",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(CHILD, child.to_string())
-            .env(CHILD_URL, support::url())
-            .env(CHILD_SCHEMA, store.schema_name())
-            .env(CHILD_SCOPE, scope.as_str())
-            .env(CHILD_CONVERSATIONS, ids.join(","))
-            .env(CHILD_BATCHES, batches.to_string())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let (stdout, out_reader) = collect_lines(process.stdout.take().unwrap());
-        let (stderr, err_reader) = collect_lines(process.stderr.take().unwrap());
-        Running {
-            child: process,
-            stdout,
-            stderr,
-            readers: vec![out_reader, err_reader],
-        }
+        let test = "multi_process::child_appender";
+        spawn_child(test, child, &store, &scope, &chats, batches)
     };
     let mut victim = spawn(0, 0);
     let finishers = [spawn(1, BATCHES), spawn(2, BATCHES)];
@@ -356,7 +384,7 @@ async fn processes_appending_at_once_keep_seq_gap_free_and_lose_only_unacknowled
     for chat in &chats {
         let appended = tokio::time::timeout(
             Duration::from_secs(10),
-            store.append_messages(&scope, *chat, vec![NewMessage::user("after")], None),
+            store.append_messages(&scope, *chat, Append::one(NewMessage::user("after"))),
         )
         .await
         .expect("an append after the kill does not wait on a dead process's lock")
@@ -366,4 +394,100 @@ async fn processes_appending_at_once_keep_seq_gap_free_and_lose_only_unacknowled
             appended.conversation.message_count
         );
     }
+}
+
+/// The child process of `processes_branching_and_deleting_at_once_lose_nothing`:
+/// runs [`tree::tree_workload`] on one conversation and prints its journal, one
+/// `APPENDED <id> <parent or ->`, `DELETED <id>` or `FORKED <id>` line each.
+#[test]
+#[ignore = "the child process of the multi-process tree test, which starts it"]
+fn child_tree_writer() {
+    let seed: u64 = child_env(CHILD).parse().unwrap();
+    let id: ConversationId = child_env(CHILD_CONVERSATIONS).parse().unwrap();
+    let ops: usize = child_env(CHILD_BATCHES).parse().unwrap();
+    let journal =
+        in_child(async |store, scope| tree::tree_workload(&store, &scope, id, seed, ops).await);
+    let mut lines = String::new();
+    for (message, parent) in &journal.appended {
+        let parent = parent.map_or_else(|| "-".to_owned(), |p| p.to_string());
+        lines.push_str(&format!("APPENDED {message} {parent}\n"));
+    }
+    for message in &journal.deleted {
+        lines.push_str(&format!("DELETED {message}\n"));
+    }
+    for fork in &journal.forks {
+        lines.push_str(&format!("FORKED {fork}\n"));
+    }
+    std::io::stdout().write_all(lines.as_bytes()).unwrap();
+}
+
+/// A child's journal read back from its output lines.
+fn parse_journal(lines: &[String]) -> tree::Journal {
+    let mut journal = tree::Journal::default();
+    for line in lines {
+        let Some((kind, rest)) = ["APPENDED ", "DELETED ", "FORKED "]
+            .iter()
+            .find_map(|kind| line.split_once(kind).map(|(_, rest)| (*kind, rest)))
+        else {
+            continue;
+        };
+        let mut parts = rest.split(' ');
+        let first = parts.next().unwrap();
+        match kind {
+            "APPENDED " => {
+                let parent = parts.next().unwrap();
+                journal.appended.push((
+                    first.parse().unwrap(),
+                    (parent != "-").then(|| parent.parse().unwrap()),
+                ));
+            }
+            "DELETED " => journal.deleted.push(first.parse().unwrap()),
+            _ => journal.forks.push(first.parse().unwrap()),
+        }
+    }
+    journal
+}
+
+/// Promise 10 across processes: three processes (this test binary, re-executed)
+/// append, branch, switch, delete and fork in one conversation at once. No
+/// acknowledged message is lost unless it or an ancestor was deleted, no message is
+/// left without its parent, the head is a stored leaf, and every path, window and
+/// sibling list reads right.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn processes_branching_and_deleting_at_once_lose_nothing() {
+    let store = TestStore::new().await;
+    let scope = Scope::new("multi-process-tree").unwrap();
+    let chat = store
+        .create_conversation(&scope, NewConversation::new())
+        .await
+        .unwrap();
+    let seed: Vec<NewMessage> = ["q", "a", "q2", "a2"]
+        .into_iter()
+        .map(NewMessage::user)
+        .collect();
+    store
+        .append_messages(&scope, chat.id, Append::new(seed))
+        .await
+        .unwrap();
+    let initial = tree::check_tree(&*store, &scope, chat.id).await;
+    let children: Vec<Running> = (1..=3)
+        .map(|child| {
+            let test = "multi_process::child_tree_writer";
+            spawn_child(test, child, &store, &scope, &[chat.id], 60)
+        })
+        .collect();
+    let mut journals = Vec::new();
+    for running in children {
+        let (status, out, stderr) = running.finish();
+        assert!(status.success(), "a child failed ({status}):\n{stderr}");
+        journals.push(parse_journal(&out));
+    }
+    let appended: usize = journals.iter().map(|j| j.appended.len()).sum();
+    let deleted: usize = journals.iter().map(|j| j.deleted.len()).sum();
+    assert!(
+        appended > 60 && deleted > 3,
+        "the children wrote little: {appended} appended, {deleted} deleted"
+    );
+    tree::check_workload(&*store, &scope, chat.id, &initial, &journals).await;
+    store.assert_tree_columns(chat.id).await;
 }

@@ -1,6 +1,8 @@
 //! Schemas and migrations: where the tables go and how they live beside a host's own.
 
-use conversation_core::{Error, NewConversation, Scope, Store};
+use conversation_core::{
+    Append, ConversationId, Error, NewConversation, NewMessage, Parent, Scope, Siblings, Store,
+};
 use conversation_store_postgres::{
     MIGRATIONS_TABLE, PgPoolOptions, PostgresOptions, PostgresStore,
 };
@@ -8,6 +10,7 @@ use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::{AssertSqlSafe, Executor as _, SqlSafeStr as _};
 
 use crate::support::{self, SchemaGuard, TestStore};
+use crate::tree;
 
 async fn tables_in(schema: &str) -> Vec<String> {
     let mut conn = support::admin().await;
@@ -51,7 +54,7 @@ async fn migrations_create_the_schema_once_with_their_own_table() {
         tables_in(&schema).await,
         vec![MIGRATIONS_TABLE, "conversations", "messages"]
     );
-    assert_eq!(applied(&schema, MIGRATIONS_TABLE).await, vec![1]);
+    assert_eq!(applied(&schema, MIGRATIONS_TABLE).await, vec![1, 2]);
 
     let scope = Scope::new("restart").unwrap();
     let chat = first
@@ -66,7 +69,7 @@ async fn migrations_create_the_schema_once_with_their_own_table() {
         PostgresStore::connect_with(support::url(), options()),
     );
     let (second, third) = (second.unwrap(), third.unwrap());
-    assert_eq!(applied(&schema, MIGRATIONS_TABLE).await, vec![1]);
+    assert_eq!(applied(&schema, MIGRATIONS_TABLE).await, vec![1, 2]);
     assert_eq!(
         second.get_conversation(&scope, chat.id).await.unwrap(),
         chat
@@ -114,7 +117,7 @@ async fn host_migrations_in_the_same_schema_do_not_collide() {
     store.migrate().await.expect("ours still find only ours");
 
     assert_eq!(applied(&schema, "_sqlx_migrations").await, vec![1]);
-    assert_eq!(applied(&schema, MIGRATIONS_TABLE).await, vec![1]);
+    assert_eq!(applied(&schema, MIGRATIONS_TABLE).await, vec![1, 2]);
     assert_eq!(
         tables_in(&schema).await,
         vec![
@@ -221,4 +224,162 @@ async fn bad_schema_names_are_invalid_input() {
         );
     }
     assert_eq!(pool.size(), 0, "nothing was sent");
+}
+
+/// Migration 0002 on data written under 0001 (the migration applied alone, then rows
+/// as the store of that version wrote them): every conversation becomes a linear
+/// tree, its path every message, its head the last one, `last_seq` its count; the
+/// store then reads and writes it as any other tree.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tree_migration_makes_existing_conversations_linear_trees() {
+    let guard = SchemaGuard(support::fresh_schema_name());
+    let schema = guard.0.clone();
+    let pool = PgPoolOptions::new()
+        .max_connections(2)
+        .connect_with(support::connect_options(&schema))
+        .await
+        .unwrap();
+    let store = PostgresStore::from_pool_with(
+        pool,
+        PostgresOptions::new()
+            .schema(schema.clone())
+            .run_migrations(false),
+    )
+    .await
+    .unwrap();
+    store.migrate_up_to(1).await.unwrap();
+    assert_eq!(applied(&schema, MIGRATIONS_TABLE).await, vec![1]);
+
+    let s = format!("\"{schema}\"");
+    let (tools, empty, long, elsewhere) = (
+        ConversationId::new(),
+        ConversationId::new(),
+        ConversationId::new(),
+        ConversationId::new(),
+    );
+    let conversation = |id: ConversationId, scope: &str, count: i64| {
+        format!(
+            "INSERT INTO {s}.conversations (id, scope, title, title_source, created_at, \
+             updated_at, message_count, pinned, archived, metadata, version) \
+             VALUES ('{id}', '{scope}', 'Old {count}', 'user', now() - interval '1 hour', \
+                     now(), {count}, false, false, '{{\"k\": 1}}', {})",
+            count + 1
+        )
+    };
+    let messages = |id: ConversationId, count: i64| {
+        format!(
+            "INSERT INTO {s}.messages (conversation_id, seq, id, role, content, tool_calls, \
+             tool_call_id, metadata, created_at) \
+             SELECT '{id}', i, gen_random_uuid(), CASE WHEN i % 2 = 1 THEN 'user' ELSE 'assistant' END, \
+                    'old ' || i, '[]', NULL, '{{}}', now() - make_interval(secs => {count} - i) \
+             FROM generate_series(1, {count}) AS i"
+        )
+    };
+    let statements = [
+        conversation(tools, "old", 3),
+        conversation(empty, "old", 0),
+        conversation(long, "old", 250),
+        conversation(elsewhere, "other", 1),
+        format!(
+            "INSERT INTO {s}.messages (conversation_id, seq, id, role, content, tool_calls, \
+             tool_call_id, metadata, created_at) VALUES \
+             ('{tools}', 1, gen_random_uuid(), 'user', 'how many rows?', '[]', NULL, '{{}}', now()), \
+             ('{tools}', 2, gen_random_uuid(), 'assistant', '', \
+              '[{{\"id\": \"call_1\", \"name\": \"count\", \"arguments\": {{\"table\": \"t\"}}}}]', \
+              NULL, '{{\"model\": \"m\"}}', now()), \
+             ('{tools}', 3, gen_random_uuid(), 'tool', '42', '[]', 'call_1', '{{}}', now())"
+        ),
+        messages(long, 250),
+        messages(elsewhere, 1),
+    ];
+    let mut admin = support::admin().await;
+    for statement in statements {
+        admin.execute(AssertSqlSafe(statement)).await.unwrap();
+    }
+
+    store.migrate().await.unwrap();
+    assert_eq!(applied(&schema, MIGRATIONS_TABLE).await, vec![1, 2]);
+    let indexes: Vec<String> = sqlx::query_scalar(
+        "SELECT indexname::text FROM pg_indexes WHERE schemaname = $1 \
+         ORDER BY indexname COLLATE \"C\"",
+    )
+    .bind(&schema)
+    .fetch_all(&mut admin)
+    .await
+    .unwrap();
+    assert_eq!(
+        indexes,
+        vec![
+            "conversation_store_migrations_pkey",
+            "conversations_by_activity",
+            "conversations_by_pin",
+            "conversations_pkey",
+            "messages_by_id",
+            "messages_by_parent",
+            "messages_on_path",
+            "messages_pkey",
+            "messages_roots",
+        ]
+    );
+
+    let old = Scope::new("old").unwrap();
+    for (id, scope, count) in [
+        (tools, &old, 3),
+        (empty, &old, 0),
+        (long, &old, 250),
+        (elsewhere, &Scope::new("other").unwrap(), 1),
+    ] {
+        let conversation = store.get_conversation(scope, id).await.unwrap();
+        assert_eq!(
+            (conversation.message_count, conversation.last_seq),
+            (count, count)
+        );
+        assert_eq!(conversation.version, count + 1, "the row is otherwise kept");
+        let all = tree::check_tree(&store, scope, id).await;
+        let path = support::all_messages(&store, scope, id).await;
+        assert_eq!(path, all, "every message is on the path");
+        assert_eq!(conversation.head_id, all.last().map(|m| m.id));
+        support::assert_tree_columns(&store, id).await;
+        for (i, message) in all.iter().enumerate() {
+            assert_eq!(message.seq, i as u64 + 1);
+            assert_eq!(message.parent_id, i.checked_sub(1).map(|p| all[p].id));
+            assert_eq!(message.siblings, Siblings::only(message.id));
+        }
+    }
+    let with_tools = support::all_messages(&store, &old, tools).await;
+    assert_eq!(with_tools[1].tool_calls[0].name, "count");
+    assert_eq!(with_tools[1].metadata["model"], "m");
+    assert_eq!(with_tools[2].tool_call_id.as_deref(), Some("call_1"));
+
+    // The store goes on with them: an append follows the old head, a regenerated
+    // answer branches, the empty one takes its first message.
+    let long_before = store.get_conversation(&old, long).await.unwrap();
+    let next = store
+        .append_messages(&old, long, Append::one(NewMessage::user("new")))
+        .await
+        .unwrap();
+    assert_eq!(next.messages[0].seq, 251);
+    assert_eq!(next.messages[0].parent_id, long_before.head_id);
+    let question = with_tools[0].id;
+    let again = store
+        .append_messages(
+            &old,
+            tools,
+            Append::one(NewMessage::assistant("again")).parent(Parent::Message(question)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (again.messages[0].seq, again.messages[0].siblings.count),
+        (4, 2)
+    );
+    store
+        .append_messages(&old, empty, Append::one(NewMessage::user("first")))
+        .await
+        .unwrap();
+    for id in [tools, empty, long] {
+        tree::check_tree(&store, &old, id).await;
+        support::assert_tree_columns(&store, id).await;
+    }
+    store.pool().close().await;
 }

@@ -3,14 +3,14 @@
 use std::io::Write as _;
 use std::ops::Deref;
 use std::str::FromStr;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use conversation_core::{
-    Appended, Conversation, ConversationId, ConversationPatch, ConversationQuery, Message,
-    MessagePage, MessageQuery, NewConversation, NewMessage, Page, Result, Scope, Store,
-    TitleOutcome, TitleSource,
+    Append, Appended, Clock, Conversation, ConversationId, ConversationPatch, ConversationQuery,
+    Message, MessageId, MessagePage, MessageQuery, MessageView, NewConversation, Page, RecentQuery,
+    Result, Scope, Store, TitleOutcome, TitleSource,
 };
 use conversation_store_postgres::{
     PgConnectOptions, PgPoolOptions, PostgresOptions, PostgresStore,
@@ -33,7 +33,8 @@ enum Probe {
     Unreachable { url: String, reason: String },
 }
 
-fn required() -> bool {
+/// Whether `REQUIRE_POSTGRES=1` (CI): a test that cannot reach or make a server fails.
+pub(crate) fn required() -> bool {
     std::env::var("REQUIRE_POSTGRES").is_ok_and(|v| v == "1")
 }
 
@@ -235,8 +236,23 @@ impl TestStore {
         Self::with_pool(PgPoolOptions::new().max_connections(4)).await
     }
 
+    /// A store with a small pool whose options are `options` (their schema is
+    /// replaced by a fresh one).
+    pub(crate) async fn with_options(options: PostgresOptions) -> Self {
+        Self::build(PgPoolOptions::new().max_connections(4), options).await
+    }
+
+    /// A store reading the time from `clock`.
+    pub(crate) async fn with_clock(clock: Arc<dyn Clock>) -> Self {
+        Self::with_options(PostgresOptions::new().clock(clock)).await
+    }
+
     /// A store on a pool built from `pool`.
     pub(crate) async fn with_pool(pool: PgPoolOptions) -> Self {
+        Self::build(pool, PostgresOptions::new()).await
+    }
+
+    async fn build(pool: PgPoolOptions, options: PostgresOptions) -> Self {
         let schema = fresh_schema_name();
         let pool = pool
             .connect_with(connect_options(&schema))
@@ -244,7 +260,7 @@ impl TestStore {
             .expect("connect the test pool");
         // From here on, the guard drops the schema whatever happens.
         let guard = SchemaGuard(schema);
-        let store = PostgresStore::from_pool_with(pool, PostgresOptions::new().schema(&guard.0))
+        let store = PostgresStore::from_pool_with(pool, options.schema(&guard.0))
             .await
             .expect("migrate a fresh schema");
         Self {
@@ -257,6 +273,22 @@ impl TestStore {
     /// as long as this `TestStore`.
     pub(crate) fn handle(&self) -> PostgresStore {
         self.store.clone()
+    }
+
+    /// Runs `statements` on the store's pool, one after the other.
+    pub(crate) async fn execute_all(&self, statements: impl IntoIterator<Item = String>) {
+        for statement in statements {
+            self.store
+                .pool()
+                .execute(AssertSqlSafe(statement))
+                .await
+                .unwrap();
+        }
+    }
+
+    /// [`assert_tree_columns`] for conversation `id` of this store.
+    pub(crate) async fn assert_tree_columns(&self, id: ConversationId) {
+        assert_tree_columns(&self.store, id).await;
     }
 
     /// The schema's name, quoted for SQL.
@@ -322,12 +354,17 @@ impl Store for TestStore {
         &self,
         scope: &Scope,
         id: ConversationId,
-        messages: Vec<NewMessage>,
-        expected_version: Option<u64>,
+        append: Append,
     ) -> Result<Appended> {
-        self.store
-            .append_messages(scope, id, messages, expected_version)
-            .await
+        self.store.append_messages(scope, id, append).await
+    }
+    async fn get_message(
+        &self,
+        scope: &Scope,
+        id: ConversationId,
+        message: MessageId,
+    ) -> Result<Message> {
+        self.store.get_message(scope, id, message).await
     }
     async fn list_messages(
         &self,
@@ -341,9 +378,28 @@ impl Store for TestStore {
         &self,
         scope: &Scope,
         id: ConversationId,
-        n: usize,
+        query: &RecentQuery,
     ) -> Result<Vec<Message>> {
-        self.store.recent_messages(scope, id, n).await
+        self.store.recent_messages(scope, id, query).await
+    }
+    async fn delete_message(
+        &self,
+        scope: &Scope,
+        id: ConversationId,
+        message: MessageId,
+        expected_version: Option<u64>,
+    ) -> Result<Conversation> {
+        self.store
+            .delete_message(scope, id, message, expected_version)
+            .await
+    }
+    async fn fork_conversation(
+        &self,
+        scope: &Scope,
+        id: ConversationId,
+        message: MessageId,
+    ) -> Result<Conversation> {
+        self.store.fork_conversation(scope, id, message).await
     }
     async fn set_title_unless_user(
         &self,
@@ -356,24 +412,105 @@ impl Store for TestStore {
             .set_title_unless_user(scope, id, title, source)
             .await
     }
+    async fn health(&self) -> Result<()> {
+        self.store.health().await
+    }
+    async fn close(&self) {
+        self.store.close().await
+    }
 }
 
-/// Every message of a conversation, by pages of 200.
+/// Every message of a conversation's active path, by pages of 200.
 pub(crate) async fn all_messages<S: Store + ?Sized>(
     store: &S,
     scope: &Scope,
     id: ConversationId,
 ) -> Vec<Message> {
+    every_message(store, scope, id, MessageView::Path).await
+}
+
+/// Every message of `view`, by pages of 200.
+pub(crate) async fn every_message<S: Store + ?Sized>(
+    store: &S,
+    scope: &Scope,
+    id: ConversationId,
+    view: MessageView,
+) -> Vec<Message> {
     let mut all = Vec::new();
     loop {
         let after = all.last().map_or(0, |m: &Message| m.seq);
-        let page = store
-            .list_messages(scope, id, &MessageQuery::after(after).limit(200))
-            .await
-            .unwrap();
+        let query = MessageQuery::after(after).limit(200).view(view);
+        let page = store.list_messages(scope, id, &query).await.unwrap();
         all.extend(page.items);
         if !page.has_more {
             return all;
         }
     }
+}
+
+/// For seeding SQL that wrote `last_sibling = true` everywhere: the statements that
+/// leave it only on the newest of each set of siblings of `conversation`.
+pub(crate) fn last_siblings(s: &str, conversation: &str) -> [String; 2] {
+    [
+        format!(
+            "UPDATE {s}.messages m SET last_sibling = false WHERE conversation_id = '{conversation}' \
+             AND EXISTS (SELECT 1 FROM {s}.messages x WHERE x.conversation_id = m.conversation_id \
+               AND x.parent_id = m.parent_id AND x.seq > m.seq)"
+        ),
+        format!(
+            "UPDATE {s}.messages m SET last_sibling = false WHERE conversation_id = '{conversation}' \
+             AND m.parent_id IS NULL AND EXISTS (SELECT 1 FROM {s}.messages x \
+               WHERE x.conversation_id = m.conversation_id AND x.parent_id IS NULL AND x.seq > m.seq)"
+        ),
+    ]
+}
+
+/// Checks the columns the store keeps for the tree of conversation `id` against
+/// the parent links: each message's `sibling_index`, `last_sibling`, `depth` and
+/// `on_path` (the path being the head and its ancestors), and the conversation's
+/// `head_seq` and `head_depth`. Reads cannot see every
+/// one of them (a `last_sibling` left `false` only costs a look-up), so tests
+/// look at the rows.
+pub(crate) async fn assert_tree_columns(store: &PostgresStore, id: ConversationId) {
+    let s = format!("\"{}\"", store.schema());
+    let same_parent = "s.conversation_id = m.conversation_id \
+                       AND s.parent_id IS NOT DISTINCT FROM m.parent_id";
+    let wrong: Vec<(i64, bool, bool, bool, bool)> = sqlx::query_as(AssertSqlSafe(format!(
+        "WITH RECURSIVE path AS ( \
+           SELECT seq, parent_id FROM {s}.messages WHERE conversation_id = $1 \
+             AND id = (SELECT head_id FROM {s}.conversations WHERE id = $1) \
+           UNION ALL SELECT m.seq, m.parent_id FROM path JOIN {s}.messages m \
+             ON m.conversation_id = $1 AND m.id = path.parent_id), \
+         checked AS ( \
+           SELECT m.seq, \
+             m.sibling_index <> (SELECT count(*) FROM {s}.messages s \
+               WHERE {same_parent} AND s.seq < m.seq) AS bad_index, \
+             m.last_sibling = EXISTS (SELECT 1 FROM {s}.messages s \
+               WHERE {same_parent} AND s.seq > m.seq) AS bad_last, \
+             m.depth <> coalesce(p.depth, 0) + 1 AS bad_depth, \
+             m.on_path <> (m.seq IN (SELECT seq FROM path)) AS bad_path \
+           FROM {s}.messages m LEFT JOIN {s}.messages p \
+             ON p.conversation_id = m.conversation_id AND p.id = m.parent_id \
+           WHERE m.conversation_id = $1) \
+         SELECT * FROM checked WHERE bad_index OR bad_last OR bad_depth OR bad_path"
+    )))
+    .bind(id.as_uuid())
+    .fetch_all(store.pool())
+    .await
+    .unwrap();
+    assert!(
+        wrong.is_empty(),
+        "(seq, bad index, bad last sibling, bad depth, bad path): {wrong:?}"
+    );
+    let head_kept: bool = sqlx::query_scalar(AssertSqlSafe(format!(
+        "SELECT (c.head_seq, c.head_depth) IS NOT DISTINCT FROM (h.seq, h.depth) \
+         FROM {s}.conversations c LEFT JOIN {s}.messages h \
+           ON h.conversation_id = c.id AND h.id = c.head_id \
+         WHERE c.id = $1"
+    )))
+    .bind(id.as_uuid())
+    .fetch_one(store.pool())
+    .await
+    .unwrap();
+    assert!(head_kept, "head_seq and head_depth are the head's");
 }
