@@ -215,9 +215,8 @@ use conversation_core::backend::{check_expected_version, truncate_to_millis};
 use conversation_core::{
     Append, Appended, Clock, Conversation, ConversationId, ConversationPatch, ConversationQuery,
     Error, ExpiredConversation, ImportOutcome, ImportedConversation, Limits, Message, MessageId,
-    MessagePage, MessageQuery, NewConversation, NewRun, Page, RecentQuery, Result,
-    RetentionQuery, Run, RunId, RunOutcome, Scope, SearchHit, SearchQuery, Store, TitleOutcome,
-    TitleSource,
+    MessagePage, MessageQuery, NewConversation, NewRun, Page, RecentQuery, Result, RetentionQuery,
+    Run, RunId, RunOutcome, Scope, SearchHit, SearchQuery, Store, TitleOutcome, TitleSource,
 };
 use sqlx::AssertSqlSafe;
 

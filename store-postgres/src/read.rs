@@ -395,8 +395,7 @@ impl PostgresStore {
                     continue;
                 }
                 // A message deleted since the search read it is not found: skipped.
-                if let Some((id, role, content)) =
-                    texts.get(&(*hit.conversation.id.as_uuid(), seq))
+                if let Some((id, role, content)) = texts.get(&(*hit.conversation.id.as_uuid(), seq))
                 {
                     hit.matches.push(SearchMatch::in_message(
                         &terms,

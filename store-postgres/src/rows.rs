@@ -85,9 +85,8 @@ pub(crate) fn run(row: &PgRow) -> Result<Option<Run>> {
         .map(serde_json::from_value)
         .transpose()
         .map_err(|e| bad_row(format!("run error: {e}")))?;
-    let pending_tool_calls: Vec<ToolCall> =
-        serde_json::from_value(get(row, "pending_tool_calls")?)
-            .map_err(|e| bad_row(format!("pending_tool_calls: {e}")))?;
+    let pending_tool_calls: Vec<ToolCall> = serde_json::from_value(get(row, "pending_tool_calls")?)
+        .map_err(|e| bad_row(format!("pending_tool_calls: {e}")))?;
     let steps: i64 = get(row, "steps")?;
     Ok(Some(Run {
         id: RunId::from_uuid(id),

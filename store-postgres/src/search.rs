@@ -12,8 +12,8 @@
 
 use std::collections::HashSet;
 
-use conversation_core::backend::{SearchTerms, normalize, words_rule};
 use conversation_core::Result;
+use conversation_core::backend::{SearchTerms, normalize, words_rule};
 use sqlx::postgres::PgConnection;
 use sqlx::{AssertSqlSafe, Row as _};
 use uuid::Uuid;

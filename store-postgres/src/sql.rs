@@ -570,9 +570,19 @@ impl Statements {
     /// `conversations_by_archive_age (archived_at, id)`; in one scope
     /// `conversations_by_scope_archive_age (scope, archived_at, id)`, or for
     /// inactivity both archive partitions of `conversations_by_activity` merged.
-    pub fn expired(&self, by_archive: bool, in_scope: bool, after: bool, include_pinned: bool) -> String {
+    pub fn expired(
+        &self,
+        by_archive: bool,
+        in_scope: bool,
+        after: bool,
+        include_pinned: bool,
+    ) -> String {
         let s = &self.schema;
-        let at = if by_archive { "archived_at" } else { "updated_at" };
+        let at = if by_archive {
+            "archived_at"
+        } else {
+            "updated_at"
+        };
         let mut next = 3;
         let mut param = || {
             let p = format!("${next}");

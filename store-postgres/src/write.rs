@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use conversation_core::backend::{
-    AppendPlan, ResolvedParent, apply_automatic_title, check_expected_version, fork_of,
-    lease_end, stamp, truncate_to_millis,
+    AppendPlan, ResolvedParent, apply_automatic_title, check_expected_version, fork_of, lease_end,
+    stamp, truncate_to_millis,
 };
 use conversation_core::{
     Append, Appended, Conversation, ConversationId, ConversationPatch, Entity, Error,
@@ -26,9 +26,9 @@ use uuid::Uuid;
 
 use crate::PostgresStore;
 use crate::error::{db, message_not_found};
-use crate::search;
 use crate::plans::{Param, Read};
 use crate::rows::{self, count, get, to_i64};
+use crate::search;
 use crate::tree::{Children, Head, id_param};
 
 impl PostgresStore {
