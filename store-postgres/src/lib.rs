@@ -205,7 +205,9 @@
 //! - **Ranking.** Each matching row (title or message) is scored with `ts_rank`; a
 //!   conversation takes its best row's score and its best three rows become the
 //!   matches (best first, title first, then by seq), built by core from the stored
-//!   text; ties go by newest activity, then id.
+//!   text; ties go by newest activity, then id. Ranking reads every matching row of
+//!   the scope, so a word most messages of a big scope hold costs more than a rare
+//!   one.
 //! - **Limits.** A word is cut to 2,046 bytes (PostgreSQL's longest lexeme, key
 //!   included), in the index and in queries alike; a text with more distinct words
 //!   than a `tsvector` holds (1 MiB: over 60,000 distinct words in one message) keeps

@@ -647,6 +647,7 @@ mod tests {
         assert!(sql.contains("(updated_at, id) < ($3, $4)"), "{sql}");
         assert!(sql.contains("archived = true"), "{sql}");
         let sql = statements.list(ArchivedFilter::Include, false, false, true, true);
+        assert!(sql.contains("metadata @> $4::jsonb"), "{sql}");
         assert!(
             sql.contains("strpos(") && sql.contains(", $3) > 0"),
             "{sql}"
