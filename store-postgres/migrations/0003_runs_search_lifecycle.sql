@@ -23,6 +23,12 @@ ALTER TABLE conversations
 
 UPDATE conversations SET archived_at = updated_at WHERE archived;
 
+-- Only an archived conversation has an archive time (the store clears it on restore,
+-- and an import of a conversation that is not archived drops it), so that retention
+-- by archive age reads the partial indexes below by `archived_at` alone.
+ALTER TABLE conversations
+    ADD CONSTRAINT conversations_archived_at CHECK (archived_at IS NULL OR archived);
+
 -- A message's words (its content), each `<scope key>_<word>`.
 ALTER TABLE messages ADD COLUMN words tsvector;
 

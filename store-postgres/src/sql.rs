@@ -52,7 +52,7 @@ pub struct Statements {
     /// new version but the other rows of its old snapshot.)
     pub lock: Arc<str>,
     /// The columns of [`CONVERSATION_COLUMNS`], in order, then `$19` the title's
-    /// words (a `tsvector` literal, [`crate::search::words`]). Inserts nothing when
+    /// words (a `tsvector` literal, `search::words`). Inserts nothing when
     /// the id is taken (`ON CONFLICT DO NOTHING`); returns a row when it inserted.
     pub insert_conversation: Arc<str>,
     /// `$1` id, then title, title_source, updated_at, pinned, archived, metadata,
@@ -505,7 +505,7 @@ impl Statements {
 impl Statements {
     /// At most `$3` conversations of a search, in rank order, each with its `score`
     /// and `seqs`, the seqs of its best rows (0 for the title), best first: `$1` the
-    /// `tsquery` literal ([`crate::search::query`]), `$2` the scope, and when
+    /// `tsquery` literal (`search::query`), `$2` the scope, and when
     /// `with_cursor` the cursor's `$4` score, `$5` updated_at and `$6` id.
     ///
     /// The query's lexemes carry the scope's key, so the GIN indexes
@@ -597,7 +597,9 @@ impl Statements {
                  WHERE {extra}{at} < $1"
             );
             if by_archive {
-                sql.push_str(" AND archived_at IS NOT NULL AND archived");
+                // Only archived conversations have an `archived_at` (a constraint of
+                // the table), so this is the partial indexes' own predicate.
+                sql.push_str(" AND archived_at IS NOT NULL");
             }
             if let Some((at_param, id_param)) = &position {
                 let _ = write!(sql, " AND ({at}, id) > ({at_param}, {id_param})");
@@ -645,6 +647,7 @@ mod tests {
         assert!(sql.contains("(updated_at, id) < ($3, $4)"), "{sql}");
         assert!(sql.contains("archived = true"), "{sql}");
         let sql = statements.list(ArchivedFilter::Include, false, false, true, true);
+        assert!(sql.contains("metadata @> $4::jsonb"), "{sql}");
         assert!(
             sql.contains("strpos(") && sql.contains(", $3) > 0"),
             "{sql}"

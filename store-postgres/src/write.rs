@@ -698,7 +698,11 @@ pub(crate) async fn import(
     conversation.scope = scope.clone();
     conversation.created_at = truncate_to_millis(conversation.created_at);
     conversation.updated_at = truncate_to_millis(conversation.updated_at);
-    conversation.archived_at = conversation.archived_at.map(truncate_to_millis);
+    // An archive time belongs to an archived conversation only (the table's rule).
+    conversation.archived_at = conversation
+        .archived_at
+        .filter(|_| conversation.archived)
+        .map(truncate_to_millis);
     // The tree columns, from the parents (each parent precedes its children).
     let mut nodes: HashMap<MessageId, ImportedNode> = HashMap::with_capacity(messages.len());
     let mut children: HashMap<Option<MessageId>, Vec<MessageId>> = HashMap::new();
