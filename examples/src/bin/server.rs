@@ -7,6 +7,7 @@
 
 #![allow(clippy::print_stdout, clippy::print_stderr)] // A program: it says where it listens.
 
+use std::io::IsTerminal as _;
 use std::process::ExitCode;
 
 use clap::Parser as _;
@@ -23,6 +24,8 @@ async fn main() -> ExitCode {
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        // Colours for a terminal, plain lines for a file or a log collector.
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let settings = Settings::parse();
     match run(settings).await {
