@@ -166,8 +166,7 @@ fn summarize(result: &Message) -> String {
     let columns = cells(header);
     let rows: Vec<&str> = lines.clone().take_while(|l| l.starts_with('|')).collect();
     let count = lines
-        .filter(|line| !line.trim().is_empty() && !line.starts_with('|'))
-        .last()
+        .rfind(|line| !line.trim().is_empty() && !line.starts_with('|'))
         .map_or_else(
             || format!("{} rows", rows.len()),
             |line| line.trim().to_owned(),
