@@ -200,6 +200,7 @@ mod options;
 mod plans;
 mod read;
 mod rows;
+mod search;
 #[doc(hidden)]
 pub mod sql;
 mod tree;
@@ -207,15 +208,16 @@ mod write;
 
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use conversation_core::backend::{check_expected_version, truncate_to_millis};
 use conversation_core::{
     Append, Appended, Clock, Conversation, ConversationId, ConversationPatch, ConversationQuery,
-    Error, Limits, Message, MessageId, MessagePage, MessageQuery, NewConversation, Page,
-    RecentQuery, Result, Scope, Store, TitleOutcome, TitleSource,
+    Error, ExpiredConversation, ImportOutcome, ImportedConversation, Limits, Message, MessageId,
+    MessagePage, MessageQuery, NewConversation, NewRun, Page, RecentQuery, Result, RetentionQuery,
+    Run, RunId, RunOutcome, Scope, SearchHit, SearchQuery, Store, TitleOutcome, TitleSource,
 };
-use serde_json::Value;
 use sqlx::AssertSqlSafe;
 
 pub use migrate::MIGRATIONS_TABLE;
@@ -224,7 +226,6 @@ pub use plans::QueryPlan;
 pub use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
 use error::db;
-use rows::to_i64;
 use sql::Statements;
 
 /// A [`Store`] on PostgreSQL; see the [crate docs](crate).
@@ -265,23 +266,18 @@ impl Store for PostgresStore {
         self.limits.check_new_conversation(&new)?;
         let conversation =
             new.into_conversation(scope.clone(), truncate_to_millis(self.clock.now()));
-        sqlx::query(AssertSqlSafe(self.sql.insert_conversation.clone()))
-            .bind(conversation.id.as_uuid())
-            .bind(scope.as_str())
-            .bind(conversation.title.as_deref())
-            .bind(conversation.title_source.as_str())
-            .bind(conversation.created_at)
-            .bind(conversation.updated_at)
-            .bind(to_i64(conversation.message_count, "message_count")?)
-            .bind(to_i64(conversation.last_seq, "last_seq")?)
-            .bind(conversation.head_id.map(uuid::Uuid::from))
-            .bind(conversation.pinned)
-            .bind(conversation.archived)
-            .bind(Value::Object(conversation.metadata.clone()))
-            .bind(to_i64(conversation.version, "version")?)
-            .execute(&self.pool)
+        let params = write::insert_params(&conversation)?;
+        let inserted = Self::statement(&self.sql.insert_conversation, params)
+            .query(false)
+            .fetch_optional(&self.pool)
             .await
             .map_err(db("create conversation"))?;
+        if inserted.is_none() {
+            return Err(Error::Backend {
+                message: "create conversation: a new id was taken already".to_owned(),
+                source: None,
+            });
+        }
         Ok(conversation)
     }
 
@@ -315,7 +311,18 @@ impl Store for PostgresStore {
         Self::finish(tx, outcome, WHAT).await
     }
 
-    async fn delete_conversation(&self, scope: &Scope, id: ConversationId) -> Result<()> {
+    async fn delete_conversation(
+        &self,
+        scope: &Scope,
+        id: ConversationId,
+        expected_version: Option<u64>,
+    ) -> Result<()> {
+        const WHAT: &str = "delete conversation";
+        if expected_version.is_some() {
+            let mut tx = self.begin(WHAT).await?;
+            let outcome = write::delete(self, &mut tx, scope, id, expected_version).await;
+            return Self::finish(tx, outcome, WHAT).await;
+        }
         let done = sqlx::query(AssertSqlSafe(self.sql.delete_conversation.clone()))
             .bind(id.as_uuid())
             .bind(scope.as_str())
@@ -406,6 +413,72 @@ impl Store for PostgresStore {
         let mut tx = self.begin(WHAT).await?;
         let outcome = write::set_title(self, &mut tx, scope, id, title, source).await;
         Self::finish(tx, outcome, WHAT).await
+    }
+
+    async fn start_run(&self, scope: &Scope, id: ConversationId, run: NewRun) -> Result<Run> {
+        const WHAT: &str = "start a run";
+        let mut tx = self.begin(WHAT).await?;
+        let outcome = write::start_run(self, &mut tx, scope, id, run).await;
+        Self::finish(tx, outcome, WHAT).await
+    }
+
+    async fn renew_run(
+        &self,
+        scope: &Scope,
+        id: ConversationId,
+        run: RunId,
+        lease: Duration,
+    ) -> Result<Run> {
+        const WHAT: &str = "renew a run";
+        let mut tx = self.begin(WHAT).await?;
+        let outcome =
+            write::change_run(self, &mut tx, scope, id, run, WHAT, write::renew(lease)).await;
+        Self::finish(tx, outcome, WHAT).await
+    }
+
+    async fn cancel_run(&self, scope: &Scope, id: ConversationId, run: RunId) -> Result<Run> {
+        const WHAT: &str = "cancel a run";
+        let mut tx = self.begin(WHAT).await?;
+        let outcome = write::change_run(self, &mut tx, scope, id, run, WHAT, write::cancel).await;
+        Self::finish(tx, outcome, WHAT).await
+    }
+
+    async fn finish_run(
+        &self,
+        scope: &Scope,
+        id: ConversationId,
+        run: RunId,
+        outcome: RunOutcome,
+    ) -> Result<Run> {
+        const WHAT: &str = "finish a run";
+        let mut tx = self.begin(WHAT).await?;
+        let outcome =
+            write::change_run(self, &mut tx, scope, id, run, WHAT, write::finish(outcome)).await;
+        Self::finish(tx, outcome, WHAT).await
+    }
+
+    async fn get_run(&self, scope: &Scope, id: ConversationId, run: RunId) -> Result<Run> {
+        self.run(scope, id, run).await
+    }
+
+    async fn search(&self, scope: &Scope, query: &SearchQuery) -> Result<Page<SearchHit>> {
+        self.search_page(scope, query).await
+    }
+
+    async fn import_conversation(
+        &self,
+        scope: &Scope,
+        conversation: ImportedConversation,
+    ) -> Result<ImportOutcome> {
+        const WHAT: &str = "import a conversation";
+        conversation.check(&self.limits)?;
+        let mut tx = self.begin(WHAT).await?;
+        let outcome = write::import(self, &mut tx, scope, conversation).await;
+        Self::finish(tx, outcome, WHAT).await
+    }
+
+    async fn list_expired(&self, query: &RetentionQuery) -> Result<Vec<ExpiredConversation>> {
+        self.expired(query).await
     }
 
     async fn health(&self) -> Result<()> {
