@@ -94,7 +94,7 @@ impl OfflineEchoModel {
         {
             return OfflineAnswer::Text(format!(
                 "{} /sql runs its query with the {} tool, and this server offers no such \
-                 tool (it was started without the sample database).",
+                 tool (the example server offers it unless started with --sample-db off).",
                 Self::LABEL,
                 Self::QUERY_TOOL
             ));

@@ -1767,6 +1767,7 @@ async fn a_run_on_one_server_is_seen_and_stopped_through_another() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let cancel = http
         .post(b.api(&format!("{run_path}/cancel")))
+        .json(&json!({}))
         .send()
         .await
         .unwrap();
@@ -1778,6 +1779,7 @@ async fn a_run_on_one_server_is_seen_and_stopped_through_another() {
     assert_eq!(run["status"], "cancelled", "{run}");
     // The renewal comes every lease / 3 = 1 s; the echo alone would take 15 s.
     assert!(took < Duration::from_secs(3), "stopped after {took:?}");
+    eprintln!("a stop through B reached the run on A in {took:?}");
     let body = rest.await.unwrap();
     let (_, done) = sse_events(&body).pop().unwrap();
     assert_eq!(done["run"]["status"], "cancelled", "{body}");
