@@ -11,15 +11,15 @@ use axum::response::{IntoResponse, Redirect};
 use axum::routing::get;
 use conversation_adapter_http::{ApiState, harden, measure_routes, probes, router};
 use conversation_core::{ChatModel, Conversations, Store, TitleGenerator};
-use conversation_llm_openai::{OpenAiChatModel, OpenAiConfig, OpenAiError};
+use conversation_llm_openai::{ModelCheck, OpenAiChatModel, OpenAiConfig, OpenAiError};
 use conversation_store_memory::MemoryStore;
 #[cfg(feature = "postgres")]
 use conversation_store_postgres::{PostgresOptions, PostgresStore};
 use conversation_store_sqlite::SqliteStore;
 use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, PrometheusHandle};
-use tracing::info;
+use tracing::{info, warn};
 
-use crate::{Database, OfflineEchoModel, Settings, SettingsError};
+use crate::{Database, OfflineEchoModel, SampleError, SampleTools, Settings, SettingsError};
 
 /// Where the API is mounted; the web page calls it there.
 pub const API_PREFIX: &str = "/api/v1/connections";
@@ -57,6 +57,9 @@ pub enum AppError {
         /// Why, as the system said it.
         reason: std::io::Error,
     },
+    /// The sample database could not be made or opened.
+    #[error(transparent)]
+    Sample(#[from] SampleError),
     /// The OpenAI settings are unusable.
     #[error("cannot use the OpenAI settings: {0}")]
     Model(#[from] OpenAiError),
@@ -173,6 +176,49 @@ pub fn install_metrics() -> Result<PrometheusHandle, AppError> {
     Ok(handle)
 }
 
+/// Opens (creating at first start) the sample database at `path`, off the async
+/// threads: filling it takes a moment.
+async fn open_sample(path: std::path::PathBuf) -> Result<SampleTools, AppError> {
+    let opening = path.clone();
+    tokio::task::spawn_blocking(move || SampleTools::open_or_create(opening))
+        .await
+        .unwrap_or_else(|joined| {
+            Err(SampleError::Io {
+                path,
+                source: std::io::Error::other(joined.to_string()),
+            })
+        })
+        .map_err(AppError::from)
+}
+
+/// Checks `model`'s settings once (one `GET {base}/models`, at most
+/// [`OpenAiChatModel::CHECK_TIMEOUT`]) and logs one line with `target`
+/// `model_check`: at `info` when the model is listed, or none was configured and
+/// the first listed one was chosen (what a local Ollama, vLLM or llama.cpp server
+/// gets when `OPENAI_MODEL` is unset); at `warn` when the model is not listed, or
+/// the check failed, with its code: `upstream_unauthorized` (the key),
+/// `upstream_not_found` (the base URL; "probably lacks /v1" when the server
+/// answers at `<base>/v1/models`), `upstream_unavailable` or `upstream_timeout`
+/// (unreachable). Nothing secret is logged.
+///
+/// # Errors
+/// The check's error, as logged.
+pub async fn check_model(model: &OpenAiChatModel) -> conversation_core::Result<ModelCheck> {
+    let outcome = model.check().await;
+    match &outcome {
+        Ok(check) if check.is_listed() => {
+            info!(target: "model_check", model = check.model(), "{check}");
+        }
+        Ok(check) => warn!(target: "model_check", model = check.model(), "{check}"),
+        Err(error) => warn!(
+            target: "model_check",
+            code = error.code(),
+            "the model settings do not work, replies will fail: {error}"
+        ),
+    }
+    outcome
+}
+
 /// The composed server.
 #[derive(Debug, Clone)]
 pub struct App {
@@ -184,26 +230,39 @@ pub struct App {
 }
 
 impl App {
-    /// Opens the store and chooses the model: with `OPENAI_API_KEY` (or an
-    /// `OPENAI_BASE_URL` of a server that needs no key), replies and titles come from
-    /// that endpoint; without, replies are the [`OfflineEchoModel`] and titles are
-    /// heuristic, and one log line says so. Every route, the page included, is
-    /// wrapped in [`harden`] with the settings' host names; `metrics` renders
-    /// `/metrics`.
+    /// Opens the store, the sample database and chooses the model: with
+    /// `OPENAI_API_KEY` (or an `OPENAI_BASE_URL` of a server that needs no key),
+    /// replies and titles come from that endpoint, whose settings are checked once
+    /// ([`check_model`]); without, replies are the [`OfflineEchoModel`] and titles
+    /// are heuristic, and one log line says so. Unless `--sample-db off`, the
+    /// service gets the [`SampleTools`] on the sample database (created at first
+    /// start). Every route, the page included, is wrapped in [`harden`] with the
+    /// settings' host names; `metrics` renders `/metrics`.
     ///
     /// # Errors
-    /// [`AppError`] when the settings, the store or the OpenAI settings are unusable.
+    /// [`AppError`] when the settings, the store, the sample database or the OpenAI
+    /// settings are unusable. A model check that fails is logged, not an error:
+    /// the server starts, and replies say what is wrong.
     pub async fn build(settings: &Settings, metrics: PrometheusHandle) -> Result<Self, AppError> {
         let hosts = settings.allowed_hosts()?;
-        let mut builder = Conversations::builder(open_store(settings).await?);
+        let mut builder =
+            Conversations::builder(open_store(settings).await?).run_limits(settings.run_limits());
+        if let Some(path) = settings.sample_db() {
+            let tools = open_sample(path).await?;
+            info!(
+                path = %tools.path().display(),
+                "sample database ready: the agent can list its tables, describe them and run \
+                 read-only queries (`/sql <query>` shows it without a model)"
+            );
+            builder = builder.toolbox(Arc::new(tools));
+        }
         let model: Arc<dyn ChatModel> = match OpenAiConfig::from_env() {
             Ok(config) => {
-                info!(
-                    base_url = config.base_url(),
-                    model = config.model(),
-                    "replies and titles from an OpenAI-compatible endpoint"
-                );
+                info!(%config, "replies and titles from an OpenAI-compatible endpoint");
                 let model = OpenAiChatModel::new(config)?;
+                // The outcome is logged; a server whose model is not reachable yet
+                // still starts, and each reply says what is wrong.
+                let _ = check_model(&model).await;
                 let titles: Arc<dyn TitleGenerator> = Arc::new(model.title_generator());
                 builder = builder.title_generator(titles);
                 Arc::new(model)

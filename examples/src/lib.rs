@@ -2,17 +2,21 @@
 //!
 //! The pieces of the example server, as a library so that its tests and other
 //! examples build the same thing: [`Settings`] (flags and environment),
-//! [`App::build`] (store, model, service, router and web page composed) and
-//! [`OfflineEchoModel`] (the model used without an API key).
+//! [`App::build`] (store, model, tools, service, router and web page composed),
+//! [`SampleTools`] (the sample shop database and the agent's SQL tools on it) and
+//! [`OfflineEchoModel`] (the model used without an API key, which can drive the
+//! tool loop with `/sql` questions).
 //!
 //! Run the server with `cargo run --release -p conversation-examples --bin server`.
 
 mod app;
 mod offline;
+mod sample;
 mod settings;
 
-pub use app::{API_PREFIX, App, AppError, install_metrics, open_store};
-pub use offline::OfflineEchoModel;
+pub use app::{API_PREFIX, App, AppError, check_model, install_metrics, open_store};
+pub use offline::{OfflineAnswer, OfflineEchoModel};
+pub use sample::{SampleError, SampleTools};
 pub use settings::{Database, Settings, SettingsError};
 
 /// The README's examples, compiled and run as doc tests.

@@ -26,11 +26,26 @@ use serde_json::json;
 
 /// Why the sample database could not be made or opened.
 #[derive(Debug, thiserror::Error)]
-#[error("the sample database {path}: {source}")]
-pub struct SampleError {
-    path: PathBuf,
-    #[source]
-    source: rusqlite::Error,
+pub enum SampleError {
+    /// Its folder or a temporary file could not be made, or the file could not be
+    /// moved into place.
+    #[error("cannot make the sample database {path}: {source}")]
+    Io {
+        /// The sample database's path.
+        path: PathBuf,
+        /// Why, as the system said it.
+        #[source]
+        source: std::io::Error,
+    },
+    /// SQLite refused to create, fill or open it.
+    #[error("the sample database {path}: {source}")]
+    Sqlite {
+        /// The sample database's path.
+        path: PathBuf,
+        /// Why, as SQLite said it.
+        #[source]
+        source: rusqlite::Error,
+    },
 }
 
 /// The sample database's tools, as a [`Toolbox`].
@@ -54,27 +69,34 @@ impl SampleTools {
     /// [`SampleError`] when it cannot be created or opened.
     pub fn open_or_create(path: impl AsRef<Path>) -> Result<Self, SampleError> {
         let path = path.as_ref().to_path_buf();
-        let error = |source| SampleError {
+        let io = |source| SampleError::Io {
+            path: path.clone(),
+            source,
+        };
+        let sqlite = |source| SampleError::Sqlite {
             path: path.clone(),
             source,
         };
         if !path.exists() {
-            if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-                std::fs::create_dir_all(parent).map_err(|e| {
-                    error(rusqlite::Error::ToSqlConversionFailure(Box::new(e)))
-                })?;
-            }
-            // Built in a temporary file and renamed, so a half-made database is never
-            // taken for a whole one.
-            let building = path.with_extension("db.building");
-            let _ = std::fs::remove_file(&building);
-            let conn = Connection::open(&building).map_err(error)?;
-            fill(&conn).map_err(error)?;
-            drop(conn);
-            std::fs::rename(&building, &path)
-                .map_err(|e| error(rusqlite::Error::ToSqlConversionFailure(Box::new(e))))?;
+            let folder = match path.parent() {
+                Some(folder) if !folder.as_os_str().is_empty() => folder,
+                _ => Path::new("."),
+            };
+            std::fs::create_dir_all(folder).map_err(io)?;
+            // Built in a temporary file of its own and renamed into place, so that a
+            // half-made database is never taken for a whole one, and two servers
+            // starting at once on one folder each make a whole one (the last rename
+            // wins; both files are the same shop).
+            let building = tempfile::Builder::new()
+                .prefix(".sample.db.")
+                .tempfile_in(folder)
+                .map_err(io)?;
+            let conn = Connection::open(building.path()).map_err(sqlite)?;
+            fill(&conn).map_err(sqlite)?;
+            conn.close().map_err(|(_, source)| sqlite(source))?;
+            building.persist(&path).map_err(|e| io(e.error))?;
         }
-        Self::read_only(&path).map_err(error)?;
+        Self::read_only(&path).map_err(sqlite)?;
         Ok(Self { path })
     }
 
@@ -96,7 +118,9 @@ impl SampleTools {
     fn call_blocking(&self, call: &ToolCall) -> ToolOutput {
         let conn = match Self::read_only(&self.path) {
             Ok(conn) => conn,
-            Err(error) => return ToolOutput::error(format!("the database is unavailable: {error}")),
+            Err(error) => {
+                return ToolOutput::error(format!("the database is unavailable: {error}"));
+            }
         };
         let text_argument = |name: &str| {
             call.arguments
@@ -132,8 +156,7 @@ impl Toolbox for SampleTools {
         vec![
             ToolDefinition {
                 name: "list_tables".into(),
-                description: "Lists the tables of the shop database with their row counts."
-                    .into(),
+                description: "Lists the tables of the shop database with their row counts.".into(),
                 parameters: json!({"type": "object", "properties": {}}),
             },
             ToolDefinition {
@@ -172,81 +195,95 @@ impl Toolbox for SampleTools {
 }
 
 fn list_tables(conn: &Connection) -> ToolOutput {
-    let names: rusqlite::Result<Vec<String>> = conn
-        .prepare("SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name")
-        .and_then(|mut statement| {
-            statement
-                .query_map([], |row| row.get(0))?
-                .collect()
-        });
-    let names = match names {
-        Ok(names) => names,
-        Err(error) => return ToolOutput::error(error.to_string()),
-    };
-    let mut text = String::from("| table | rows |\n|---|--:|\n");
-    for name in names {
-        let count: i64 = conn
-            .query_row(&format!("SELECT count(*) FROM \"{name}\""), [], |row| row.get(0))
-            .unwrap_or(-1);
-        let _ = writeln!(text, "| {name} | {count} |");
+    match table_counts(conn) {
+        Ok(counts) => {
+            let mut text = String::from("| table | rows |\n|---|--:|\n");
+            for (name, count) in counts {
+                let _ = writeln!(text, "| {name} | {count} |");
+            }
+            ToolOutput::ok(text)
+        }
+        Err(error) => ToolOutput::error(error.to_string()),
     }
-    ToolOutput::ok(text)
+}
+
+fn table_counts(conn: &Connection) -> rusqlite::Result<Vec<(String, i64)>> {
+    let names: Vec<String> = conn
+        .prepare(
+            "SELECT name FROM sqlite_schema \
+             WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name",
+        )?
+        .query_map([], |row| row.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    names
+        .into_iter()
+        .map(|name| {
+            // A name read from the schema, quoted as an identifier.
+            let quoted = name.replace('"', "\"\"");
+            let count =
+                conn.query_row(&format!("SELECT count(*) FROM \"{quoted}\""), [], |row| {
+                    row.get(0)
+                })?;
+            Ok((name, count))
+        })
+        .collect()
 }
 
 fn describe_table(conn: &Connection, table: &str) -> ToolOutput {
-    let exists: bool = conn
-        .query_row(
-            "SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name = ?1",
-            params![table],
-            |row| row.get::<_, i64>(0),
-        )
-        .map(|n| n > 0)
-        .unwrap_or(false);
-    if !exists {
-        return ToolOutput::error(format!("there is no table named {table}; try list_tables"));
+    match describe(conn, table) {
+        Ok(Some(text)) => ToolOutput::ok(text),
+        Ok(None) => ToolOutput::error(format!("there is no table named {table}; try list_tables")),
+        Err(error) => ToolOutput::error(error.to_string()),
+    }
+}
+
+/// The table's columns and indexes as text; `None` when there is no such table.
+fn describe(conn: &Connection, table: &str) -> rusqlite::Result<Option<String>> {
+    let exists: i64 = conn.query_row(
+        "SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name = ?1",
+        params![table],
+        |row| row.get(0),
+    )?;
+    if exists == 0 {
+        return Ok(None);
     }
     let mut text = format!("Table `{table}`\n\n| column | type | key |\n|---|---|---|\n");
     let columns = conn
-        .prepare("SELECT name, type, pk FROM pragma_table_info(?1)")
-        .and_then(|mut statement| {
-            statement
-                .query_map(params![table], |row| {
-                    Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?, row.get::<_, i64>(2)?))
-                })?
-                .collect::<rusqlite::Result<Vec<_>>>()
-        });
-    match columns {
-        Ok(columns) => {
-            for (name, kind, pk) in columns {
-                let key = if pk > 0 { "primary" } else { "" };
-                let _ = writeln!(text, "| {name} | {kind} | {key} |");
-            }
-        }
-        Err(error) => return ToolOutput::error(error.to_string()),
+        .prepare("SELECT name, type, pk FROM pragma_table_info(?1)")?
+        .query_map(params![table], |row| {
+            Ok((
+                row.get::<_, String>(0)?,
+                row.get::<_, String>(1)?,
+                row.get::<_, i64>(2)?,
+            ))
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    for (name, kind, pk) in columns {
+        let key = if pk > 0 { "primary" } else { "" };
+        let _ = writeln!(text, "| {name} | {kind} | {key} |");
     }
     let indexes = conn
-        .prepare("SELECT name FROM pragma_index_list(?1) ORDER BY name")
-        .and_then(|mut statement| {
-            statement
-                .query_map(params![table], |row| row.get::<_, String>(0))?
-                .collect::<rusqlite::Result<Vec<_>>>()
-        })
-        .unwrap_or_default();
+        .prepare("SELECT name FROM pragma_index_list(?1) ORDER BY name")?
+        .query_map(params![table], |row| row.get::<_, String>(0))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
     if !indexes.is_empty() {
         let _ = write!(text, "\nIndexes: {}", indexes.join(", "));
     }
-    ToolOutput::ok(text)
+    Ok(Some(text))
 }
 
 fn run_query(conn: &Connection, sql: &str) -> ToolOutput {
     let deadline = Instant::now() + SampleTools::QUERY_TIME_LIMIT;
-    // SQLite calls this every 1,000 virtual-machine steps; `true` interrupts.
-    conn.progress_handler(1000, Some(move || Instant::now() > deadline));
-    let result = query_table(conn, sql);
-    conn.progress_handler(1000, None::<fn() -> bool>);
-    match result {
+    // SQLite calls this every 1,000 virtual-machine steps; `true` interrupts. The
+    // connection is this call's own, so the handler goes with it.
+    if let Err(error) = conn.progress_handler(1000, Some(move || Instant::now() > deadline)) {
+        return ToolOutput::error(format!("the query cannot be time-limited: {error}"));
+    }
+    match query_table(conn, sql) {
         Ok(text) => ToolOutput::ok(text),
-        Err(rusqlite::Error::SqliteFailure(e, _)) if e.code == rusqlite::ErrorCode::OperationInterrupted => {
+        Err(rusqlite::Error::SqliteFailure(e, _))
+            if e.code == rusqlite::ErrorCode::OperationInterrupted =>
+        {
             ToolOutput::error(format!(
                 "the query ran longer than {} s and was stopped",
                 SampleTools::QUERY_TIME_LIMIT.as_secs()
@@ -262,7 +299,11 @@ fn query_table(conn: &Connection, sql: &str) -> rusqlite::Result<String> {
     if !statement.readonly() {
         return Err(rusqlite::Error::InvalidQuery);
     }
-    let names: Vec<String> = statement.column_names().iter().map(|c| (*c).to_owned()).collect();
+    let names: Vec<String> = statement
+        .column_names()
+        .iter()
+        .map(|c| (*c).to_owned())
+        .collect();
     let mut rows = statement.query([])?;
     let mut text = String::new();
     let _ = writeln!(text, "| {} |", names.join(" | "));
@@ -274,9 +315,7 @@ fn query_table(conn: &Connection, sql: &str) -> rusqlite::Result<String> {
             more = true;
             break;
         }
-        let cells: Vec<String> = (0..names.len())
-            .map(|i| cell(row.get_ref(i)))
-            .collect();
+        let cells: Vec<String> = (0..names.len()).map(|i| cell(row.get_ref(i))).collect();
         let _ = writeln!(text, "| {} |", cells.join(" | "));
         count += 1;
     }
@@ -321,14 +360,14 @@ fn fill(conn: &Connection) -> rusqlite::Result<()> {
              signed_up TEXT NOT NULL);
          CREATE TABLE products (
              id INTEGER PRIMARY KEY, name TEXT NOT NULL, category TEXT NOT NULL,
-             price_cents INTEGER NOT NULL);
+             price REAL NOT NULL);
          CREATE TABLE orders (
              id INTEGER PRIMARY KEY, customer_id INTEGER NOT NULL REFERENCES customers (id),
              ordered_at TEXT NOT NULL, status TEXT NOT NULL);
          CREATE TABLE order_items (
              order_id INTEGER NOT NULL REFERENCES orders (id),
              product_id INTEGER NOT NULL REFERENCES products (id),
-             quantity INTEGER NOT NULL, unit_price_cents INTEGER NOT NULL,
+             quantity INTEGER NOT NULL, unit_price REAL NOT NULL,
              PRIMARY KEY (order_id, product_id));
          CREATE INDEX orders_by_customer ON orders (customer_id);
          CREATE INDEX orders_by_date ON orders (ordered_at);",
@@ -336,7 +375,9 @@ fn fill(conn: &Connection) -> rusqlite::Result<()> {
     // A small linear congruential generator: the same shop on every machine.
     let mut seed: u64 = 0x5eed_1234;
     let mut next = |n: u64| {
-        seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        seed = seed
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
         (seed >> 33) % n
     };
     const FIRST: [&str; 12] = [
@@ -344,15 +385,32 @@ fn fill(conn: &Connection) -> rusqlite::Result<()> {
         "Kemal", "Lena",
     ];
     const LAST: [&str; 10] = [
-        "Lovelace", "Okafor", "Martin", "Ivanov", "Yılmaz", "Haddad", "Hopper", "Tanaka",
-        "Sousa", "Berg",
+        "Lovelace", "Okafor", "Martin", "Ivanov", "Yılmaz", "Haddad", "Hopper", "Tanaka", "Sousa",
+        "Berg",
     ];
     const COUNTRIES: [&str; 8] = ["FR", "DE", "US", "JP", "BR", "TR", "SE", "NG"];
     const CATEGORIES: [(&str, &[&str]); 4] = [
-        ("books", &["SQL Basics", "Query Tuning", "Data Modeling", "Rust in Action"]),
-        ("hardware", &["Keyboard", "Monitor", "USB-C Hub", "Laptop Stand"]),
-        ("coffee", &["Espresso Beans", "Filter Blend", "Decaf", "Cold Brew"]),
-        ("software", &["IDE License", "Backup Plan", "VPN Year", "Font Pack"]),
+        (
+            "books",
+            &[
+                "SQL Basics",
+                "Query Tuning",
+                "Data Modeling",
+                "Rust in Action",
+            ],
+        ),
+        (
+            "hardware",
+            &["Keyboard", "Monitor", "USB-C Hub", "Laptop Stand"],
+        ),
+        (
+            "coffee",
+            &["Espresso Beans", "Filter Blend", "Decaf", "Cold Brew"],
+        ),
+        (
+            "software",
+            &["IDE License", "Backup Plan", "VPN Year", "Font Pack"],
+        ),
     ];
     const STATUSES: [&str; 4] = ["delivered", "delivered", "shipped", "cancelled"];
     {
@@ -374,22 +432,23 @@ fn fill(conn: &Connection) -> rusqlite::Result<()> {
                 format!("2025-{month:02}-{day:02}")
             ])?;
         }
-        let mut insert = conn.prepare(
-            "INSERT INTO products (id, name, category, price_cents) VALUES (?1, ?2, ?3, ?4)",
-        )?;
+        let mut insert = conn
+            .prepare("INSERT INTO products (id, name, category, price) VALUES (?1, ?2, ?3, ?4)")?;
         let mut id = 0;
         for (category, names) in CATEGORIES {
             for name in names {
                 id += 1;
-                insert.execute(params![id, name, category, 500 + next(9500) as i64])?;
+                // Whole cents, from 5.00 to 99.99.
+                let cents = 500 + next(9500);
+                insert.execute(params![id, name, category, cents as f64 / 100.0])?;
             }
         }
         let mut order = conn.prepare(
             "INSERT INTO orders (id, customer_id, ordered_at, status) VALUES (?1, ?2, ?3, ?4)",
         )?;
         let mut item = conn.prepare(
-            "INSERT OR IGNORE INTO order_items (order_id, product_id, quantity, unit_price_cents) \
-             SELECT ?1, id, ?3, price_cents FROM products WHERE id = ?2",
+            "INSERT OR IGNORE INTO order_items (order_id, product_id, quantity, unit_price) \
+             SELECT ?1, id, ?3, price FROM products WHERE id = ?2",
         )?;
         for id in 1..=2500 {
             let day = 1 + next(28);
@@ -397,7 +456,11 @@ fn fill(conn: &Connection) -> rusqlite::Result<()> {
             order.execute(params![
                 id,
                 1 + next(400) as i64,
-                format!("2026-{month:02}-{day:02}T{:02}:{:02}:00Z", next(24), next(60)),
+                format!(
+                    "2026-{month:02}-{day:02}T{:02}:{:02}:00Z",
+                    next(24),
+                    next(60)
+                ),
                 STATUSES[next(STATUSES.len() as u64) as usize]
             ])?;
             for _ in 0..(1 + next(3)) {
@@ -430,39 +493,89 @@ mod tests {
     fn the_shop_is_made_the_same_way_every_time() {
         let (_a, first) = tools();
         let (_b, second) = tools();
-        let sql = json!({"sql": "SELECT count(*), sum(quantity * unit_price_cents) FROM order_items"});
+        let sql = json!({"sql": "SELECT count(*), sum(quantity * unit_price) FROM order_items"});
         let one = first.call_blocking(&call("run_query", sql.clone()));
         let two = second.call_blocking(&call("run_query", sql));
         assert!(!one.is_error, "{}", one.content);
         assert_eq!(one, two);
         let tables = first.call_blocking(&call("list_tables", json!({})));
-        assert!(tables.content.contains("| orders | 2500 |"), "{}", tables.content);
+        assert!(
+            tables.content.contains("| orders | 2500 |"),
+            "{}",
+            tables.content
+        );
         let described = first.call_blocking(&call("describe_table", json!({"table": "orders"})));
-        assert!(described.content.contains("customer_id"), "{}", described.content);
+        assert!(
+            described.content.contains("customer_id"),
+            "{}",
+            described.content
+        );
     }
 
     #[test]
     fn queries_are_read_only_capped_and_explain_their_errors() {
-        let (_dir, tools) = tools();
+        let (dir, tools) = tools();
+        let copy = dir.path().join("copy.db");
+        let vacuum = format!("VACUUM INTO '{}'", copy.display());
         for sql in [
             "DELETE FROM orders",
             "DROP TABLE orders",
-            "UPDATE products SET price_cents = 0",
+            "UPDATE products SET price = 0",
             "SELECT 1; DELETE FROM orders",
             "SELECT * FROM nope",
+            "",
+            vacuum.as_str(),
         ] {
             let output = tools.call_blocking(&call("run_query", json!({"sql": sql})));
             assert!(output.is_error, "{sql}: {}", output.content);
         }
-        let count = tools.call_blocking(&call("run_query", json!({"sql": "SELECT count(*) FROM orders"})));
+        assert!(!copy.exists(), "VACUUM INTO wrote a file");
+        let untouched = tools.call_blocking(&call("list_tables", json!({})));
+        assert!(
+            untouched.content.contains("| orders | 2500 |"),
+            "{}",
+            untouched.content
+        );
+        let top = tools.call_blocking(&call(
+            "run_query",
+            json!({"sql": "select name, price from products order by price desc limit 3;"}),
+        ));
+        assert!(!top.is_error, "{}", top.content);
+        assert!(
+            top.content.starts_with("| name | price |\n|---|---|\n"),
+            "{}",
+            top.content
+        );
+        assert!(top.content.ends_with("\n3 rows"), "{}", top.content);
+        for (name, arguments) in [
+            ("run_query", json!({})),
+            ("run_query", json!({"sql": 42})),
+            ("describe_table", json!({})),
+            ("drop_everything", json!({})),
+        ] {
+            let output = tools.call_blocking(&call(name, arguments));
+            assert!(output.is_error, "{name}: {}", output.content);
+        }
+        let count = tools.call_blocking(&call(
+            "run_query",
+            json!({"sql": "SELECT count(*) FROM orders"}),
+        ));
         assert!(count.content.contains("| 2500 |"), "{}", count.content);
         let many = tools.call_blocking(&call("run_query", json!({"sql": "SELECT * FROM orders"})));
-        assert!(many.content.contains("more were left out"), "{}", many.content);
+        assert!(
+            many.content.contains("more were left out"),
+            "{}",
+            many.content
+        );
         let slow = tools.call_blocking(&call(
             "run_query",
             json!({"sql": "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n) SELECT count(*) FROM n"}),
         ));
-        assert!(slow.is_error && slow.content.contains("stopped"), "{}", slow.content);
+        assert!(
+            slow.is_error && slow.content.contains("stopped"),
+            "{}",
+            slow.content
+        );
         let unknown = tools.call_blocking(&call("describe_table", json!({"table": "x'; --"})));
         assert!(unknown.is_error);
     }

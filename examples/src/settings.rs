@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use conversation_adapter_http::{AllowedHosts, HttpLimits, InvalidHostPattern, ServeConfig};
+use conversation_core::RunLimits;
 
 /// The example server's settings. Every flag can also be given by the environment
 /// variable named in `--help`.
@@ -33,6 +34,13 @@ pub struct Settings {
     /// several deployments, or tests, can share one database.
     #[arg(long, env = "DATABASE_SCHEMA")]
     pub database_schema: Option<String>,
+
+    /// The sample shop database the agent's SQL tools read (`list_tables`,
+    /// `describe_table`, `run_query`), created at first start: by default
+    /// `sample.db` next to the SQLite conversations file (`data/sample.db` for other
+    /// stores). `off` gives the model no tools.
+    #[arg(long, env = "SAMPLE_DB")]
+    pub sample_db: Option<String>,
 
     /// Pause between the words of the offline echo reply, in milliseconds.
     #[arg(long, env = "OFFLINE_ECHO_DELAY_MS", default_value_t = 15)]
@@ -67,6 +75,13 @@ pub struct Settings {
     /// Seconds a graceful stop waits for requests in flight before closing them.
     #[arg(long, env = "SHUTDOWN_DEADLINE", default_value_t = 10)]
     pub shutdown_deadline: u64,
+
+    /// Seconds a server vouches for a run it is running before renewing (every third
+    /// of it). With PostgreSQL and several servers this bounds how long a stop asked
+    /// through another server takes to reach the run (a third of it), and how long
+    /// a crashed server's run stays `running` (all of it).
+    #[arg(long, env = "RUN_LEASE", default_value_t = 30, value_parser = clap::value_parser!(u64).range(3..=3600))]
+    pub run_lease: u64,
 
     /// Most replies streaming at once, in all and per scope (`429` beyond).
     #[arg(long, env = "MAX_REPLIES", default_value_t = 32)]
@@ -111,6 +126,19 @@ impl Settings {
         }
     }
 
+    /// Where the sample database is, or `None` when the tools are turned off
+    /// (`--sample-db off`).
+    pub fn sample_db(&self) -> Option<PathBuf> {
+        match self.sample_db.as_deref().map(str::trim) {
+            Some("off") => None,
+            Some(path) if !path.is_empty() => Some(PathBuf::from(path)),
+            _ => Some(match self.database() {
+                Database::Sqlite(file) => file.with_file_name("sample.db"),
+                Database::Postgres(_) | Database::Memory => PathBuf::from("data/sample.db"),
+            }),
+        }
+    }
+
     /// The offline echo's pause between words.
     pub fn offline_echo_delay(&self) -> Duration {
         Duration::from_millis(self.offline_echo_delay_ms)
@@ -152,6 +180,13 @@ impl Settings {
             config = config.with_max_connections(connections);
         }
         config
+    }
+
+    /// The bounds of runs: the lease of `--run-lease`, the rest default.
+    pub fn run_limits(&self) -> RunLimits {
+        let mut limits = RunLimits::default();
+        limits.lease = Duration::from_secs(self.run_lease);
+        limits
     }
 
     /// The HTTP limits of the API: the reply bounds, the rest default.
@@ -205,6 +240,28 @@ mod tests {
                 parse(&["--database-url", url]).database(),
                 expected,
                 "{url}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_sample_database_sits_next_to_the_conversations_or_is_turned_off() {
+        let cases = [
+            (vec![], Some("data/sample.db")),
+            (
+                vec!["--database-url", "/srv/chat/c.db"],
+                Some("/srv/chat/sample.db"),
+            ),
+            (vec!["--database-url", "c.db"], Some("sample.db")),
+            (vec!["--database-url", "memory"], Some("data/sample.db")),
+            (vec!["--sample-db", "/tmp/shop.db"], Some("/tmp/shop.db")),
+            (vec!["--sample-db", "off"], None),
+        ];
+        for (args, expected) in cases {
+            assert_eq!(
+                parse(&args).sample_db(),
+                expected.map(PathBuf::from),
+                "{args:?}"
             );
         }
     }

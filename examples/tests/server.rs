@@ -48,6 +48,9 @@ impl Server {
             .args(["--port", "0"])
             .env_remove("OPENAI_API_KEY")
             .env_remove("OPENAI_BASE_URL")
+            .env_remove("OPENAI_MODEL")
+            .env_remove("SAMPLE_DB")
+            .env_remove("RUN_LEASE")
             .env_remove("DATABASE_URL")
             .env_remove("BIND")
             .env_remove("ALLOWED_HOSTS")
@@ -62,9 +65,31 @@ impl Server {
         command
     }
 
+    /// Starts the binary like [`Self::start`] with its log (stderr) read: each line
+    /// comes out of the receiver, without colours.
+    fn start_logged(dir: &Path, env: &[(&str, &str)]) -> (Self, mpsc::Receiver<String>) {
+        let mut command = Self::command(dir, env, None);
+        command.stderr(Stdio::piped());
+        let mut child = command.spawn().expect("the server binary starts");
+        let stderr = child.stderr.take().unwrap();
+        let (lines, log) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if lines.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        (Self::attach(child), log)
+    }
+
     /// Spawns `command` and waits for its "listening on" line.
     fn spawn(mut command: Command) -> Self {
-        let mut child = command.spawn().expect("the server binary starts");
+        Self::attach(command.spawn().expect("the server binary starts"))
+    }
+
+    /// Waits for the "listening on" line of `child`.
+    fn attach(mut child: Child) -> Self {
         let stdout = child.stdout.take().unwrap();
         let (lines, received) = mpsc::channel();
         std::thread::spawn(move || {
@@ -429,15 +454,7 @@ async fn several_server_processes_share_one_postgres_database() {
     let Some(url) = postgres_url().await else {
         return;
     };
-    // The store-postgres tests drop leftover `conv_test_<secs>_…` schemas after an hour.
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let schema = format!(
-        "conv_test_{secs}_e2e{}",
-        &uuid::Uuid::now_v7().simple().to_string()[20..]
-    );
+    let schema = test_schema("e2e");
     let dir = tempfile::tempdir().unwrap();
     let env = [
         ("DATABASE_URL", url.as_str()),
@@ -543,14 +560,7 @@ async fn several_server_processes_share_one_postgres_database() {
 
     assert!(first.terminate().success());
     assert!(second.terminate().success());
-    let pool = sqlx::PgPool::connect(&url).await.unwrap();
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "DROP SCHEMA \"{schema}\" CASCADE"
-    )))
-    .execute(&pool)
-    .await
-    .unwrap();
-    pool.close().await;
+    drop_schema(&url, &schema).await;
 }
 
 // ------------------------------------------------------------------ serving safely
@@ -1351,4 +1361,450 @@ fn the_page_and_the_api_refuse_rebound_names_and_cross_site_writes_in_a_real_bro
         .unwrap();
     assert!(status.success(), "the browser guard test failed: {status}");
     assert!(server.terminate().success());
+}
+
+// ------------------------------------------------------------------ agent runs
+
+/// The events of an SSE body: (event name, data as JSON), in order.
+fn sse_events(body: &str) -> Vec<(String, Value)> {
+    body.split("\n\n")
+        .filter_map(|block| {
+            let mut name = None;
+            let mut data = String::new();
+            for line in block.lines() {
+                if let Some(value) = line.strip_prefix("event:") {
+                    name = Some(value.trim().to_owned());
+                } else if let Some(value) = line.strip_prefix("data:") {
+                    data.push_str(value.strip_prefix(' ').unwrap_or(value));
+                }
+            }
+            Some((name?, serde_json::from_str(&data).ok()?))
+        })
+        .collect()
+}
+
+/// GETs `path` of `server`'s API as JSON, asserting a 200.
+async fn get_json(http: &reqwest::Client, server: &Server, path: &str) -> Value {
+    let response = http.get(server.api(path)).send().await.unwrap();
+    assert_eq!(response.status(), 200, "GET {path}");
+    response.json().await.unwrap()
+}
+
+const TOP_PRODUCTS: &str = "/sql select name, price from products order by price desc limit 3";
+
+#[tokio::test]
+async fn a_sql_question_runs_the_query_tool_offline_and_stores_the_whole_turn() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[("OFFLINE_ECHO_DELAY_MS", "0")]);
+    let sample = dir.path().join("data/sample.db");
+    assert!(
+        sample.is_file(),
+        "the sample database is made at first start"
+    );
+    let http = client();
+    let id = create_conversation(&http, &server, "shop").await;
+
+    let stream = reply(&http, &server, "shop", &id, TOP_PRODUCTS).await;
+    let events = sse_events(&stream);
+    let names: Vec<&str> = events.iter().map(|(name, _)| name.as_str()).collect();
+    assert_eq!(names.first(), Some(&"run"), "{stream}");
+    assert_eq!(names.last(), Some(&"done"), "{stream}");
+    let call = &events
+        .iter()
+        .find(|(name, _)| name == "toolCall")
+        .unwrap()
+        .1;
+    assert_eq!(call["name"], "run_query");
+    assert_eq!(
+        call["arguments"]["sql"],
+        "select name, price from products order by price desc limit 3"
+    );
+    let done = &events.last().unwrap().1;
+    assert_eq!(done["run"]["status"], "completed", "{done}");
+    assert_eq!(done["run"]["steps"], 2, "{done}");
+    let run_id = done["run"]["id"].as_str().unwrap();
+
+    // Stored: the question, the call, the tool's result, the answer.
+    let page = get_json(
+        &http,
+        &server,
+        &format!("/shop/conversations/{id}/messages"),
+    )
+    .await;
+    let items = page["items"].as_array().unwrap();
+    let roles: Vec<&str> = items.iter().map(|m| m["role"].as_str().unwrap()).collect();
+    assert_eq!(roles, ["user", "assistant", "tool", "assistant"], "{page}");
+    assert_eq!(items[0]["content"], TOP_PRODUCTS);
+    assert_eq!(items[1]["toolCalls"][0], *call);
+    assert_eq!(items[1]["metadata"]["finishReason"], "tool_calls");
+    assert_eq!(items[2]["toolCallId"], call["id"]);
+    let table = items[2]["content"].as_str().unwrap();
+    assert!(
+        table.starts_with("| name | price |\n|---|---|\n"),
+        "{table}"
+    );
+    assert!(table.ends_with("\n3 rows"), "{table}");
+    let first = table.lines().nth(2).unwrap();
+    let first_name = first.trim_matches('|').split('|').next().unwrap().trim();
+    let answer = items[3]["content"].as_str().unwrap();
+    assert!(
+        answer.contains("The query returned 3 rows; columns: name, price.")
+            && answer.contains(&format!("First row: name = {first_name}, price = ")),
+        "{answer}"
+    );
+    assert_eq!(items[3]["metadata"]["finishReason"], "stop");
+
+    // The run and the conversation: done, and the usage of both steps summed.
+    let run = get_json(
+        &http,
+        &server,
+        &format!("/shop/conversations/{id}/runs/{run_id}"),
+    )
+    .await;
+    assert_eq!(run["status"], "completed");
+    let conversation = get_json(&http, &server, &format!("/shop/conversations/{id}")).await;
+    assert!(conversation["activeRunId"].is_null(), "{conversation}");
+    let usage = &conversation["usage"];
+    let steps: u64 = [1, 3]
+        .iter()
+        .map(|&i| {
+            items[i]["metadata"]["usage"]["totalTokens"]
+                .as_u64()
+                .unwrap()
+        })
+        .sum();
+    assert!(steps > 0);
+    assert_eq!(usage["totalTokens"].as_u64(), Some(steps), "{conversation}");
+    assert_eq!(usage, &run["usage"]);
+
+    // A query the tool refuses: the error goes to the model, which says it; the run
+    // completes.
+    let refused = reply(&http, &server, "shop", &id, "/sql delete from orders").await;
+    let (_, done) = sse_events(&refused).pop().unwrap();
+    assert_eq!(done["run"]["status"], "completed", "{refused}");
+    let page = get_json(
+        &http,
+        &server,
+        &format!("/shop/conversations/{id}/messages"),
+    )
+    .await;
+    let items = page["items"].as_array().unwrap();
+    assert_eq!(items.len(), 8);
+    assert_eq!(items[6]["metadata"]["isError"], true);
+    assert!(
+        items[7]["content"]
+            .as_str()
+            .unwrap()
+            .contains("The query failed:"),
+        "{}",
+        items[7]
+    );
+    assert!(server.terminate().success());
+
+    // Turned off: no tools, and `/sql` is answered in words.
+    let off = Server::start(
+        dir.path(),
+        &[("OFFLINE_ECHO_DELAY_MS", "0"), ("SAMPLE_DB", "off")],
+    );
+    let other = create_conversation(&http, &off, "shop").await;
+    let stream = reply(&http, &off, "shop", &other, TOP_PRODUCTS).await;
+    assert!(!stream.contains("event: toolCall"), "{stream}");
+    assert!(stream.contains("offers no such tool"), "{stream}");
+    assert!(off.terminate().success());
+}
+
+/// The `model_check` line of a server's start-up log (waits for it).
+fn model_check_line(log: &mpsc::Receiver<String>) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = log
+            .recv_timeout(left)
+            .expect("the server logs its model check");
+        if line.contains("model_check") {
+            return line;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_start_the_model_settings_are_checked_once_and_a_local_server_gets_its_first_model() {
+    use conversation_llm_openai::fake::{FakeOpenAi, Reply};
+
+    let dir = tempfile::tempdir().unwrap();
+    let fake = FakeOpenAi::start().await.unwrap();
+    fake.set_models(["local-a", "local-b"]);
+    fake.answer_titles_with(Some("Greetings"));
+    let base = fake.base_url();
+    let start = |extra: &[(&str, &str)]| {
+        let mut env = vec![("RUST_LOG", "warn,model_check=info"), ("SAMPLE_DB", "off")];
+        env.extend_from_slice(extra);
+        Server::start_logged(dir.path(), &env)
+    };
+
+    // A loopback server and no model configured: its first listed model is used.
+    let (server, log) = start(&[("OPENAI_BASE_URL", &base)]);
+    let line = model_check_line(&log);
+    assert!(
+        line.contains(" INFO ")
+            && line.contains("no model configured: using \"local-a\", the first of the 2"),
+        "{line}"
+    );
+    assert!(!line.contains(&base), "no URL in the log: {line}");
+    assert_eq!(fake.requests(), 1, "one GET /models");
+    fake.push(Reply::text("Hello from local-a."));
+    let http = client();
+    let id = create_conversation(&http, &server, "llm").await;
+    let stream = reply(&http, &server, "llm", &id, "hello").await;
+    assert!(stream.contains("Hello from local-a."), "{stream}");
+    let bodies = fake.chat_bodies();
+    assert_eq!(bodies[0]["model"], "local-a", "{bodies:?}");
+    assert!(server.terminate().success());
+
+    // A configured model the server lists.
+    let (server, log) = start(&[("OPENAI_BASE_URL", &base), ("OPENAI_MODEL", "local-b")]);
+    let line = model_check_line(&log);
+    assert!(
+        line.contains(" INFO ") && line.contains("model \"local-b\" found"),
+        "{line}"
+    );
+    assert!(server.terminate().success());
+
+    // One it does not list.
+    let (server, log) = start(&[("OPENAI_BASE_URL", &base), ("OPENAI_MODEL", "gpt-9")]);
+    let line = model_check_line(&log);
+    assert!(
+        line.contains(" WARN ")
+            && line.contains(
+                "model \"gpt-9\" not found among the 2 the server lists (local-a, local-b)"
+            ),
+        "{line}"
+    );
+    assert!(server.terminate().success());
+
+    // A base URL without `/v1`.
+    let origin = fake.origin();
+    let (server, log) = start(&[("OPENAI_BASE_URL", &origin), ("OPENAI_MODEL", "local-a")]);
+    let line = model_check_line(&log);
+    assert!(
+        line.contains(" WARN ")
+            && line.contains("code=\"upstream_not_found\"")
+            && line.contains("probably lacks /v1"),
+        "{line}"
+    );
+    assert!(!line.contains(&origin), "no URL in the log: {line}");
+    assert!(server.terminate().success());
+
+    // A wrong key: unauthorized, and the key is not logged.
+    fake.require_api_key("sk-right");
+    let (server, log) = start(&[
+        ("OPENAI_BASE_URL", &base),
+        ("OPENAI_API_KEY", "sk-wrong-key"),
+    ]);
+    let line = model_check_line(&log);
+    assert!(
+        line.contains(" WARN ") && line.contains("code=\"upstream_unauthorized\""),
+        "{line}"
+    );
+    assert!(
+        !line.contains("sk-wrong-key") && !line.contains("sk-right"),
+        "{line}"
+    );
+    assert!(server.terminate().success());
+
+    // Nothing listening: unreachable, said at start, and the server starts anyway.
+    drop(fake);
+    let (server, log) = start(&[("OPENAI_BASE_URL", &base), ("OPENAI_MODEL", "local-a")]);
+    let line = model_check_line(&log);
+    assert!(
+        line.contains(" WARN ") && line.contains("code=\"upstream_"),
+        "{line}"
+    );
+    assert!(server.terminate().success());
+}
+
+/// A fresh schema name for one test on the shared PostgreSQL database (the
+/// store-postgres tests drop leftover `conv_test_<secs>_…` schemas after an hour).
+#[cfg(feature = "postgres")]
+fn test_schema(tag: &str) -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    format!(
+        "conv_test_{secs}_{tag}{}",
+        &uuid::Uuid::now_v7().simple().to_string()[20..]
+    )
+}
+
+#[cfg(feature = "postgres")]
+async fn drop_schema(url: &str, schema: &str) {
+    let pool = sqlx::PgPool::connect(url).await.unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP SCHEMA \"{schema}\" CASCADE"
+    )))
+    .execute(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+}
+
+/// Polls `path` of `server` until `done` holds for its JSON, within `limit`; the
+/// JSON and how long it took.
+#[cfg(feature = "postgres")]
+async fn poll_until(
+    http: &reqwest::Client,
+    server: &Server,
+    path: &str,
+    limit: Duration,
+    done: impl Fn(&Value) -> bool,
+) -> (Value, Duration) {
+    let since = Instant::now();
+    loop {
+        let value = get_json(http, server, path).await;
+        if done(&value) {
+            return (value, since.elapsed());
+        }
+        assert!(since.elapsed() < limit, "still {value} after {limit:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg(feature = "postgres")]
+async fn a_run_on_one_server_is_seen_and_stopped_through_another() {
+    let Some(url) = postgres_url().await else {
+        return;
+    };
+    let schema = test_schema("runs");
+    let dir = tempfile::tempdir().unwrap();
+    // A short lease: a stop asked through B reaches A's run at A's next renewal,
+    // every second.
+    let env = [
+        ("DATABASE_URL", url.as_str()),
+        ("DATABASE_SCHEMA", schema.as_str()),
+        ("RUN_LEASE", "3"),
+        ("OFFLINE_ECHO_DELAY_MS", "100"),
+    ];
+    let a = Server::start(dir.path(), &env);
+    let b = Server::start(dir.path(), &env);
+    let http = client();
+    let id = create_conversation(&http, &a, "shared").await;
+    let chat = format!("/shared/conversations/{id}");
+
+    // A whole `/sql` run through A: B reads it and its stored turn.
+    let stream = reply(&http, &a, "shared", &id, "/sql select count(*) from orders").await;
+    let (_, done) = sse_events(&stream).pop().unwrap();
+    assert_eq!(done["run"]["status"], "completed", "{stream}");
+    let first_run = done["run"]["id"].as_str().unwrap().to_owned();
+    let run = get_json(&http, &b, &format!("{chat}/runs/{first_run}")).await;
+    assert_eq!(run["status"], "completed", "{run}");
+    let page = get_json(&http, &b, &format!("{chat}/messages")).await;
+    let roles: Vec<&str> = page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["role"].as_str().unwrap())
+        .collect();
+    assert_eq!(roles, ["user", "assistant", "tool", "assistant"], "{page}");
+    assert!(
+        page["items"][2]["content"]
+            .as_str()
+            .unwrap()
+            .contains("| 2500 |")
+    );
+
+    // A long answer (one word every 100 ms) started through A…
+    let question = "word ".repeat(150);
+    let mut started = http
+        .post(a.api(&format!("{chat}/reply")))
+        .json(&json!({ "content": question }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(started.status(), 200);
+    let mut head = String::new();
+    let run_id = loop {
+        let chunk = started.chunk().await.unwrap().expect("the run event");
+        head.push_str(std::str::from_utf8(&chunk).unwrap());
+        if let Some((_, run)) = sse_events(&head)
+            .into_iter()
+            .find(|(name, _)| name == "run")
+        {
+            break run["id"].as_str().unwrap().to_owned();
+        }
+    };
+    let rest = tokio::spawn(async move {
+        let mut body = head;
+        while let Some(chunk) = started.chunk().await.unwrap() {
+            body.push_str(std::str::from_utf8(&chunk).unwrap());
+        }
+        body
+    });
+
+    // …is seen running through B, as the conversation's active run…
+    let run_path = format!("{chat}/runs/{run_id}");
+    let run = get_json(&http, &b, &run_path).await;
+    assert_eq!(run["status"], "running", "{run}");
+    let conversation = get_json(&http, &b, &chat).await;
+    assert_eq!(
+        conversation["activeRunId"],
+        run_id.as_str(),
+        "{conversation}"
+    );
+    // (and a second start through B is refused while it runs)
+    let second = http
+        .post(b.api(&format!("{chat}/reply")))
+        .json(&json!({ "content": "me too" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(second.status(), 409);
+    let problem: Value = second.json().await.unwrap();
+    assert_eq!(problem["code"], "run_in_progress", "{problem}");
+
+    // …and stopped through B: A's run ends at its next renewal and keeps its text.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let cancel = http
+        .post(b.api(&format!("{run_path}/cancel")))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cancel.status(), 202);
+    let (run, took) = poll_until(&http, &b, &run_path, Duration::from_secs(5), |run| {
+        run["status"] != "running"
+    })
+    .await;
+    assert_eq!(run["status"], "cancelled", "{run}");
+    // The renewal comes every lease / 3 = 1 s; the echo alone would take 15 s.
+    assert!(took < Duration::from_secs(3), "stopped after {took:?}");
+    eprintln!("a stop through B reached the run on A in {took:?}");
+    let body = rest.await.unwrap();
+    let (_, done) = sse_events(&body).pop().unwrap();
+    assert_eq!(done["run"]["status"], "cancelled", "{body}");
+
+    let (conversation, _) = poll_until(&http, &b, &chat, Duration::from_secs(5), |c| {
+        c["activeRunId"].is_null()
+    })
+    .await;
+    let page = get_json(&http, &b, &format!("{chat}/messages")).await;
+    let items = page["items"].as_array().unwrap();
+    assert_eq!(items.len(), 6, "{page}");
+    let partial = &items[5];
+    assert_eq!(partial["role"], "assistant");
+    assert_eq!(
+        partial["metadata"]["finishReason"], "cancelled",
+        "{partial}"
+    );
+    let text = partial["content"].as_str().unwrap();
+    assert!(
+        text.starts_with("[offline echo") && text.len() < question.len(),
+        "{text}"
+    );
+    assert!(conversation["usage"]["totalTokens"].as_u64().unwrap() > 0);
+
+    assert!(a.terminate().success());
+    assert!(b.terminate().success());
+    drop_schema(&url, &schema).await;
 }
