@@ -3,16 +3,21 @@
 //! The pieces of the example server, as a library so that its tests and other
 //! examples build the same thing: [`Settings`] (flags and environment),
 //! [`App::build`] (store, model, service, router and web page composed) and
-//! [`OfflineEchoModel`] (the model used without an API key).
+//! [`OfflineEchoModel`] (the model used without an API key), [`RetentionTask`]
+//! (retention in the background) and [`admin`] (the `conversations` admin command).
 //!
-//! Run the server with `cargo run --release -p conversation-examples --bin server`.
+//! Run the server with `cargo run --release -p conversation-examples --bin server`,
+//! the admin command with `… --bin conversations -- --help`.
 
+pub mod admin;
 mod app;
 mod offline;
+mod retention;
 mod settings;
 
-pub use app::{API_PREFIX, App, AppError, install_metrics, open_store};
+pub use app::{API_PREFIX, App, AppError, OpenedStore, install_metrics, open_database, open_store};
 pub use offline::OfflineEchoModel;
+pub use retention::RetentionTask;
 pub use settings::{Database, Settings, SettingsError};
 
 /// The README's examples, compiled and run as doc tests.
