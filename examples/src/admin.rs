@@ -333,6 +333,21 @@ impl AdminError {
     }
 }
 
+/// `error` and its causes, each once: `a: b: c`.
+pub fn describe(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(next) = cause {
+        let said = next.to_string();
+        if !text.contains(&said) {
+            text.push_str(": ");
+            text.push_str(&said);
+        }
+        cause = next.source();
+    }
+    text
+}
+
 fn store_exit(error: &Error) -> Exit {
     match error {
         Error::NotFound { .. } => Exit::NotFound,
@@ -810,6 +825,9 @@ impl Admin {
         let OpenedStore::Sqlite(store) = &self.opened else {
             return Err(AdminError::Unsupported(unsupported_backup(&self.opened)));
         };
+        if let Some(folder) = args.target.parent().filter(|f| !f.as_os_str().is_empty()) {
+            std::fs::create_dir_all(folder).map_err(|e| AdminError::write(folder, e))?;
+        }
         let started = Instant::now();
         let progress = spinner("copying");
         let copied = store.backup_to(&args.target).await;
@@ -876,7 +894,7 @@ impl Admin {
             let _ = writeln!(
                 human,
                 "scope {scope}\n  conversations  {} ({} pinned, {} archived)\n  messages       {}\n  \
-                 oldest activity  {}\n  newest activity  {}",
+                 oldest         {}\n  newest         {}",
                 counts.conversations,
                 counts.pinned,
                 counts.archived,

@@ -12,7 +12,7 @@
 use std::process::ExitCode;
 
 use clap::Parser as _;
-use conversation_examples::admin::{AdminCli, run};
+use conversation_examples::admin::{AdminCli, describe, run};
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
@@ -29,7 +29,7 @@ async fn main() -> ExitCode {
     match run(cli, &mut stdout).await {
         Ok(exit) => ExitCode::from(exit.code()),
         Err(error) => {
-            eprintln!("error: {error}");
+            eprintln!("error: {}", describe(&error));
             ExitCode::from(error.exit().code())
         }
     }
