@@ -366,7 +366,7 @@ fn store_exit(error: &Error) -> Exit {
 ///
 /// # Errors
 /// [`AdminError`] for each failure, [`AdminError::exit`] its status.
-pub async fn run(cli: AdminCli, out: &mut dyn Write) -> Result<Exit, AdminError> {
+pub async fn run(cli: AdminCli, out: &mut (dyn Write + Send)) -> Result<Exit, AdminError> {
     let database = Database::from_url(&cli.database_url);
     let creates = matches!(cli.command, Command::Import(_));
     match &database {
@@ -402,7 +402,11 @@ struct Admin {
 }
 
 impl Admin {
-    async fn run(&self, command: Command, out: &mut dyn Write) -> Result<Exit, AdminError> {
+    async fn run(
+        &self,
+        command: Command,
+        out: &mut (dyn Write + Send),
+    ) -> Result<Exit, AdminError> {
         let stdout = |e| AdminError::write(Path::new("stdout"), e);
         match command {
             Command::List(args) => self.list(args, out).await,
@@ -416,7 +420,7 @@ impl Admin {
         .and_then(|exit| out.flush().map(|()| exit).map_err(stdout))
     }
 
-    async fn list(&self, args: ListArgs, out: &mut dyn Write) -> Result<Exit, AdminError> {
+    async fn list(&self, args: ListArgs, out: &mut (dyn Write + Send)) -> Result<Exit, AdminError> {
         let page_size = match args.limit {
             0 => MAX_PAGE_SIZE,
             n => n.min(MAX_PAGE_SIZE),
@@ -489,7 +493,7 @@ impl Admin {
         Ok(Exit::Ok)
     }
 
-    async fn show(&self, args: ShowArgs, out: &mut dyn Write) -> Result<Exit, AdminError> {
+    async fn show(&self, args: ShowArgs, out: &mut (dyn Write + Send)) -> Result<Exit, AdminError> {
         let conversation = self
             .service
             .get(&args.scope, args.id)
@@ -570,7 +574,11 @@ impl Admin {
         }
     }
 
-    async fn export(&self, args: ExportArgs, out: &mut dyn Write) -> Result<Exit, AdminError> {
+    async fn export(
+        &self,
+        args: ExportArgs,
+        out: &mut (dyn Write + Send),
+    ) -> Result<Exit, AdminError> {
         let selection = match args.conversation {
             Some(id) => {
                 self.service
@@ -667,7 +675,11 @@ impl Admin {
         Ok(Exit::Ok)
     }
 
-    async fn import(&self, args: ImportArgs, out: &mut dyn Write) -> Result<Exit, AdminError> {
+    async fn import(
+        &self,
+        args: ImportArgs,
+        out: &mut (dyn Write + Send),
+    ) -> Result<Exit, AdminError> {
         let started = Instant::now();
         let stdin = args.file.as_os_str() == "-";
         let report = if args.chatgpt {
@@ -758,7 +770,11 @@ impl Admin {
         Ok(exit)
     }
 
-    async fn purge(&self, args: PurgeArgs, out: &mut dyn Write) -> Result<Exit, AdminError> {
+    async fn purge(
+        &self,
+        args: PurgeArgs,
+        out: &mut (dyn Write + Send),
+    ) -> Result<Exit, AdminError> {
         let mut policy = RetentionPolicy::new().include_pinned(args.include_pinned);
         if let Some(days) = args.inactive_days {
             policy = policy.inactive_days(days);
@@ -821,7 +837,11 @@ impl Admin {
         Ok(Exit::Ok)
     }
 
-    async fn backup(&self, args: BackupArgs, out: &mut dyn Write) -> Result<Exit, AdminError> {
+    async fn backup(
+        &self,
+        args: BackupArgs,
+        out: &mut (dyn Write + Send),
+    ) -> Result<Exit, AdminError> {
         let OpenedStore::Sqlite(store) = &self.opened else {
             return Err(AdminError::Unsupported(unsupported_backup(&self.opened)));
         };
@@ -850,7 +870,11 @@ impl Admin {
         Ok(Exit::Ok)
     }
 
-    async fn stats(&self, args: StatsArgs, out: &mut dyn Write) -> Result<Exit, AdminError> {
+    async fn stats(
+        &self,
+        args: StatsArgs,
+        out: &mut (dyn Write + Send),
+    ) -> Result<Exit, AdminError> {
         let mut value = serde_json::Map::new();
         let mut human = String::new();
         match &self.opened {
@@ -940,7 +964,7 @@ impl Admin {
     /// Prints `value` with `--json`, else `human` (when not empty).
     fn print(
         &self,
-        out: &mut dyn Write,
+        out: &mut (dyn Write + Send),
         value: &serde_json::Value,
         human: &str,
     ) -> Result<(), AdminError> {

@@ -25,7 +25,7 @@ async fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = AdminCli::parse();
-    let mut stdout = std::io::stdout().lock();
+    let mut stdout = std::io::stdout();
     match run(cli, &mut stdout).await {
         Ok(exit) => ExitCode::from(exit.code()),
         Err(error) => {
