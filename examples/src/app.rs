@@ -114,7 +114,48 @@ fn check_writable(path: &Path) -> Result<(), AppError> {
 /// [`AppError::Store`] when it cannot be opened (unreachable server, a file that is
 /// not a SQLite database…).
 pub async fn open_store(settings: &Settings) -> Result<Arc<dyn Store>, AppError> {
-    let database = settings.database();
+    open_database(settings.database(), settings.database_schema.as_deref())
+        .await
+        .map(|opened| opened.store())
+}
+
+/// An open store, as its own type: for what only one kind of store does (a SQLite
+/// store's online backup and statistics).
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum OpenedStore {
+    /// A SQLite file.
+    Sqlite(Arc<SqliteStore>),
+    /// A PostgreSQL server.
+    #[cfg(feature = "postgres")]
+    Postgres(Arc<PostgresStore>),
+    /// The in-memory store.
+    Memory(Arc<MemoryStore>),
+}
+
+impl OpenedStore {
+    /// The store as the service takes it.
+    pub fn store(&self) -> Arc<dyn Store> {
+        match self {
+            OpenedStore::Sqlite(store) => store.clone(),
+            #[cfg(feature = "postgres")]
+            OpenedStore::Postgres(store) => store.clone(),
+            OpenedStore::Memory(store) => store.clone(),
+        }
+    }
+}
+
+/// Opens `database` (in PostgreSQL, in `schema`, default `public`): the one way the
+/// server and the admin command open a store. A SQLite file that cannot be written
+/// is refused ([`AppError::ReadOnly`]).
+///
+/// # Errors
+/// [`AppError::Store`] when it cannot be opened (unreachable server, a file that is
+/// not a SQLite database…).
+pub async fn open_database(
+    database: Database,
+    schema: Option<&str>,
+) -> Result<OpenedStore, AppError> {
     let what = match &database {
         Database::Sqlite(path) => path.display().to_string(),
         Database::Postgres(_) => "the PostgreSQL server of DATABASE_URL".to_owned(),
@@ -123,26 +164,28 @@ pub async fn open_store(settings: &Settings) -> Result<Arc<dyn Store>, AppError>
     if let Database::Sqlite(path) = &database {
         check_writable(path)?;
     }
-    let opened: conversation_core::Result<Arc<dyn Store>> = match database {
+    #[cfg(not(feature = "postgres"))]
+    let _ = schema;
+    let opened: conversation_core::Result<OpenedStore> = match database {
         Database::Sqlite(path) => SqliteStore::open(&path)
             .await
-            .map(|store| Arc::new(store) as Arc<dyn Store>),
+            .map(|store| OpenedStore::Sqlite(Arc::new(store))),
         #[cfg(feature = "postgres")]
         Database::Postgres(url) => {
             let mut options = PostgresOptions::new();
-            if let Some(schema) = &settings.database_schema {
-                options = options.schema(schema.clone());
+            if let Some(schema) = schema {
+                options = options.schema(schema.to_owned());
             }
             PostgresStore::connect_with(&url, options)
                 .await
-                .map(|store| Arc::new(store) as Arc<dyn Store>)
+                .map(|store| OpenedStore::Postgres(Arc::new(store)))
         }
         #[cfg(not(feature = "postgres"))]
         Database::Postgres(_) => Err(conversation_core::Error::invalid(
             "databaseUrl",
             "this server was built without PostgreSQL (the `postgres` feature)",
         )),
-        Database::Memory => Ok(Arc::new(MemoryStore::new())),
+        Database::Memory => Ok(OpenedStore::Memory(Arc::new(MemoryStore::new()))),
     };
     let store = opened.map_err(|source| AppError::Store {
         what: what.clone(),

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use conversation_adapter_http::{AllowedHosts, HttpLimits, InvalidHostPattern, ServeConfig};
-use conversation_core::RunLimits;
+use conversation_core::{RetentionPolicy, RunLimits};
 
 /// The example server's settings. Every flag can also be given by the environment
 /// variable named in `--help`.
@@ -90,6 +90,20 @@ pub struct Settings {
     /// Most replies streaming at once in one scope.
     #[arg(long, env = "MAX_REPLIES_PER_SCOPE", default_value_t = 4)]
     pub max_replies_per_scope: usize,
+
+    /// Delete conversations with no activity for this many days (pinned ones never),
+    /// in a background pass soon after start and then every `--retention-interval`.
+    #[arg(long, env = "RETENTION_INACTIVE_DAYS", value_parser = clap::value_parser!(u32).range(1..))]
+    pub retention_inactive_days: Option<u32>,
+
+    /// Delete conversations archived this many days ago (pinned ones never), in the
+    /// same background pass.
+    #[arg(long, env = "RETENTION_ARCHIVED_DAYS", value_parser = clap::value_parser!(u32).range(1..))]
+    pub retention_archived_days: Option<u32>,
+
+    /// Seconds between two retention passes.
+    #[arg(long, env = "RETENTION_INTERVAL", default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..))]
+    pub retention_interval: u64,
 }
 
 /// Which store [`Settings::database_url`] names.
@@ -103,16 +117,11 @@ pub enum Database {
     Memory,
 }
 
-impl Settings {
-    /// The address to listen on.
-    pub fn address(&self) -> SocketAddr {
-        self.bind
-            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], self.port)))
-    }
-
-    /// The store to open.
-    pub fn database(&self) -> Database {
-        let url = self.database_url.trim();
+impl Database {
+    /// The store a `DATABASE_URL` names: a `postgres://` (or `postgresql://`) URL,
+    /// `memory`, or else a SQLite file path, with or without `sqlite://`.
+    pub fn from_url(url: &str) -> Self {
+        let url = url.trim();
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             Database::Postgres(url.to_owned())
         } else if url == "memory" {
@@ -124,6 +133,37 @@ impl Settings {
                 .unwrap_or(url);
             Database::Sqlite(PathBuf::from(path))
         }
+    }
+}
+
+impl Settings {
+    /// The address to listen on.
+    pub fn address(&self) -> SocketAddr {
+        self.bind
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], self.port)))
+    }
+
+    /// The store to open.
+    pub fn database(&self) -> Database {
+        Database::from_url(&self.database_url)
+    }
+
+    /// The retention policy of `--retention-inactive-days` and
+    /// `--retention-archived-days`, or `None` when neither is set (nothing expires).
+    pub fn retention_policy(&self) -> Option<RetentionPolicy> {
+        let mut policy = RetentionPolicy::new();
+        if let Some(days) = self.retention_inactive_days {
+            policy = policy.inactive_days(days);
+        }
+        if let Some(days) = self.retention_archived_days {
+            policy = policy.archived_days(days);
+        }
+        (!policy.is_empty()).then_some(policy)
+    }
+
+    /// The pause between two retention passes.
+    pub fn retention_interval(&self) -> Duration {
+        Duration::from_secs(self.retention_interval)
     }
 
     /// Where the sample database is, or `None` when the tools are turned off
@@ -290,6 +330,31 @@ mod tests {
                 .allowed_hosts()
                 .is_err()
         );
+    }
+
+    #[test]
+    fn retention_flags_make_a_policy_that_never_takes_pinned_ones() {
+        assert_eq!(parse(&[]).retention_policy(), None);
+        let policy = parse(&["--retention-inactive-days", "30"])
+            .retention_policy()
+            .unwrap();
+        assert_eq!(policy, RetentionPolicy::new().inactive_days(30));
+        assert!(!policy.include_pinned);
+        let both = parse(&[
+            "--retention-inactive-days",
+            "90",
+            "--retention-archived-days",
+            "7",
+        ]);
+        assert_eq!(
+            both.retention_policy(),
+            Some(RetentionPolicy::new().inactive_days(90).archived_days(7))
+        );
+        assert_eq!(both.retention_interval(), Duration::from_secs(3600));
+        for zero in ["--retention-inactive-days", "--retention-archived-days"] {
+            let refused = Settings::try_parse_from(["server", zero, "0"]);
+            assert!(refused.is_err(), "{zero} 0 would delete everything at once");
+        }
     }
 
     #[test]

@@ -12,7 +12,7 @@ use std::process::ExitCode;
 
 use clap::Parser as _;
 use conversation_adapter_http::serve;
-use conversation_examples::{App, Settings, install_metrics};
+use conversation_examples::{App, RetentionTask, Settings, install_metrics};
 use tokio::net::TcpListener;
 use tracing::{error, info, warn};
 use tracing_subscriber::EnvFilter;
@@ -62,7 +62,13 @@ async fn run(settings: Settings) -> Result<(), String> {
              proxy (or a ScopeAuthorizer of your own) in front"
         );
     }
+    let retention = settings.retention_policy().map(|policy| {
+        RetentionTask::spawn(app.service.clone(), policy, settings.retention_interval())
+    });
     serve(listener, app.router.clone(), settings.serve_config(), stop).await;
+    if let Some(retention) = retention {
+        retention.stop().await;
+    }
     info!("stopping: finishing titles and closing the store");
     app.shutdown().await;
     Ok(())
