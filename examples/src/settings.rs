@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
+use conversation_core::Scope;
 use conversation_adapter_http::{AllowedHosts, HttpLimits, InvalidHostPattern, ServeConfig};
 
 /// The example server's settings. Every flag can also be given by the environment
@@ -75,6 +76,17 @@ pub struct Settings {
     /// Most replies streaming at once in one scope.
     #[arg(long, env = "MAX_REPLIES_PER_SCOPE", default_value_t = 4)]
     pub max_replies_per_scope: usize,
+
+    /// The scopes (database connections) the web page offers, comma-separated, first
+    /// the default. The page adds the ones its user typed, kept in that browser.
+    /// Served at `GET /api/v1/scopes`; `--scopes ''` offers none.
+    #[arg(
+        long,
+        env = "SCOPES",
+        value_delimiter = ',',
+        default_value = "analytics-db,billing-db"
+    )]
+    pub scopes: Vec<String>,
 }
 
 /// Which store [`Settings::database_url`] names.
@@ -142,6 +154,28 @@ impl Settings {
         Ok(hosts)
     }
 
+    /// The scopes of [`Settings::scopes`], checked, blanks left out, each once.
+    ///
+    /// # Errors
+    /// [`SettingsError::Scope`] for a name no scope may have (empty after trimming is
+    /// left out; too long, control characters).
+    pub fn known_scopes(&self) -> Result<Vec<Scope>, SettingsError> {
+        let mut scopes: Vec<Scope> = Vec::new();
+        for name in self.scopes.iter().map(|name| name.trim()) {
+            if name.is_empty() {
+                continue;
+            }
+            let scope = Scope::new(name).map_err(|source| SettingsError::Scope {
+                name: name.to_owned(),
+                source,
+            })?;
+            if !scopes.contains(&scope) {
+                scopes.push(scope);
+            }
+        }
+        Ok(scopes)
+    }
+
     /// How to serve connections: timeouts, the connection cap, the shutdown deadline.
     pub fn serve_config(&self) -> ServeConfig {
         let mut config = ServeConfig::default()
@@ -174,6 +208,15 @@ pub enum SettingsError {
     HostsRequired {
         /// The unspecified address.
         address: IpAddr,
+    },
+    /// A name in `--scopes` that no scope may have.
+    #[error("--scopes: {name:?} is not a scope: {source}")]
+    Scope {
+        /// The name as given.
+        name: String,
+        /// Why.
+        #[source]
+        source: conversation_core::Error,
     },
     /// A malformed host name or origin.
     #[error("--allowed-hosts or --allowed-origins: {0}")]
@@ -233,6 +276,29 @@ mod tests {
                 .allowed_hosts()
                 .is_err()
         );
+    }
+
+    #[test]
+    fn scopes_are_checked_trimmed_and_listed_once() {
+        let names = |settings: Settings| -> Vec<String> {
+            settings
+                .known_scopes()
+                .unwrap()
+                .into_iter()
+                .map(String::from)
+                .collect()
+        };
+        assert_eq!(names(parse(&[])), ["analytics-db", "billing-db"]);
+        assert_eq!(
+            names(parse(&["--scopes", " sales , ,sales,hr"])),
+            ["sales", "hr"]
+        );
+        assert!(names(parse(&["--scopes", ""])).is_empty());
+        let long = "x".repeat(300);
+        assert!(matches!(
+            parse(&["--scopes", &long]).known_scopes(),
+            Err(SettingsError::Scope { .. })
+        ));
     }
 
     #[test]

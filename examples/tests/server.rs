@@ -326,17 +326,27 @@ fn the_sidebar_page_works_in_a_real_browser() {
     let dir = tempfile::tempdir().unwrap();
     // Slow enough that switching away mid-reply is tested while it streams.
     let server = Server::start(dir.path(), &[("OFFLINE_ECHO_DELAY_MS", "60")]);
-    let screenshot = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("e2e-sidebar.png");
+    let shots = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("screenshots");
+    std::fs::create_dir_all(&shots).unwrap();
     let status = Command::new("node")
         .current_dir(&e2e)
         .arg("sidebar.mjs")
         .arg(&server.url)
-        .arg(&screenshot)
+        .arg(&shots)
         .status()
         .unwrap();
     assert!(status.success(), "the browser test failed: {status}");
-    assert!(screenshot.is_file());
-    eprintln!("screenshot of the final page: {}", screenshot.display());
+    // The README shows these; `UPDATE_SCREENSHOTS=1` copies them into docs/.
+    let docs = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/screenshots");
+    for name in ["desktop-light", "desktop-dark", "phone-light", "phone-dark"] {
+        let shot = shots.join(format!("{name}.png"));
+        assert!(shot.is_file(), "no screenshot {}", shot.display());
+        if std::env::var("UPDATE_SCREENSHOTS").as_deref() == Ok("1") {
+            std::fs::create_dir_all(&docs).unwrap();
+            std::fs::copy(&shot, docs.join(format!("{name}.png"))).unwrap();
+        }
+    }
+    eprintln!("screenshots of the page: {}", shots.display());
     assert!(server.terminate().success());
 }
 
