@@ -413,7 +413,9 @@ function renderSearch(hits) {
     const open = el("button", { type: "button", class: "open" }, el("span", { class: "title", text: titleOf(c) }));
     for (const match of hit.matches) open.append(snippetNode(match));
     open.addEventListener("click", () => {
-      state.conversations.set(c.id, c);
+      clearSearch();
+      renderList();
+      if (!state.conversations.has(c.id)) state.conversations.set(c.id, c);
       openConversation(c.id, { at: first && first.messageId });
       closeDrawer();
     });
@@ -507,11 +509,11 @@ async function openConversation(id, { at = null } = {}) {
     showConversationHeader(conversation);
     state.messages = page.items;
     state.olderCursor = page.hasMore && page.items.length ? page.items[0].seq : null;
+    // A run in progress (another tab, or this one before a reload): follow it.
+    if (conversation.activeRunId && !state.runs.has(id)) attachRun(scope, id, conversation.activeRunId);
     renderMessages({ scrollToEnd: true });
     performance.mark("conversation-shown");
     window.dispatchEvent(new CustomEvent("conversation-shown", { detail: id }));
-    // A run in progress (another tab, or this one before a reload): follow it.
-    if (conversation.activeRunId && !state.runs.has(id)) attachRun(scope, id, conversation.activeRunId);
     if (at) await scrollToMessage(at, generation);
   } catch (error) {
     if (generation === state.openGeneration) status(`Could not open the conversation (${error.message})`);
@@ -630,9 +632,9 @@ function messageControls(m) {
   const bar = el("div", { class: "controls", role: "group", "aria-label": "Message actions" });
   const button = (action, text, label) => el("button", { type: "button", text, title: label, "aria-label": label, "data-action": action });
   if (m.siblingCount > 1) {
-    const position = el("span", { class: "versions", text: `${m.siblingIndex + 1}/${m.siblingCount}`, "aria-label": `Version ${m.siblingIndex + 1} of ${m.siblingCount}` });
-    const prev = button("version-prev", "‹", "Previous version");
-    const next = button("version-next", "›", "Next version");
+    const position = el("span", { class: "versions", text: `${m.siblingIndex + 1}/${m.siblingCount}`, title: `Version ${m.siblingIndex + 1} of ${m.siblingCount}` });
+    const prev = button("version-prev", "‹", `Previous version (this is ${m.siblingIndex + 1} of ${m.siblingCount})`);
+    const next = button("version-next", "›", `Next version (this is ${m.siblingIndex + 1} of ${m.siblingCount})`);
     prev.disabled = m.siblingIndex === 0;
     next.disabled = m.siblingIndex + 1 >= m.siblingCount;
     bar.append(prev, position, next);
@@ -1015,7 +1017,8 @@ function editQuestion(m, node) {
     if (!text.trim()) return;
     close();
     const question = { id: crypto.randomUUID(), role: "user", content: text, siblingCount: 1, metadata: {} };
-    startRun(state.scope, state.active, { id: question.id, content: text, parentId: m.parentId }, { question, keepUpTo: m.parentId });
+    const parentId = m.parentId ?? null;
+    startRun(state.scope, state.active, { id: question.id, content: text, parentId }, { question, keepUpTo: parentId });
   };
   save.addEventListener("click", send);
   editor.addEventListener("keydown", (e) => {

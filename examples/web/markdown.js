@@ -39,6 +39,8 @@ window.Markdown = (function () {
   function enhanceCode(fragment, highlight) {
     for (const code of fragment.querySelectorAll("pre > code")) {
       const pre = code.parentElement;
+      // A long line scrolls the block, which the keyboard must reach too.
+      pre.tabIndex = 0;
       const match = /(?:^|\s)language-([\w+#-]+)/.exec(code.className);
       const language = match ? match[1].toLowerCase() : "";
       if (highlight && language && hljs.getLanguage(language)) hljs.highlightElement(code);
