@@ -50,7 +50,7 @@ try {
 
   const items = page.locator("#list li[data-testid=conversation]");
   const sidebarTitles = async () => (await items.locator(".title").allTextContents()).map((t) => t.trim());
-  const messageTexts = async () => page.locator("#messages .message > .content").allTextContents();
+  const messageTexts = async () => (await page.locator("#messages .message > .content").allTextContents()).map((t) => t.trim());
   const item = (title) => items.filter({ has: page.locator(".title", { hasText: title }) }).first();
 
   const waitForReply = async (text) => {

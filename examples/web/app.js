@@ -176,9 +176,10 @@ function upsertConversation(conversation, moveToTop) {
   if (!belongsInList(conversation)) {
     if (state.conversations.has(conversation.id)) dropFromList(conversation.id);
   } else {
-    if (!state.conversations.has(conversation.id)) state.order.unshift(conversation.id);
+    const known = state.conversations.has(conversation.id);
+    if (!known) state.order.unshift(conversation.id);
     state.conversations.set(conversation.id, conversation);
-    if (moveToTop) sortOrder();
+    if (moveToTop || !known) sortOrder();
     renderList();
   }
   if (conversation.id === state.active) showConversationHeader(conversation);
@@ -208,7 +209,7 @@ function renderList() {
     const label = dateGroup(c);
     if (label !== group) {
       group = label;
-      items.push(el("li", { class: "group", role: "presentation" }, el("h2", { text: label })));
+      items.push(el("li", { class: "group" }, el("h2", { text: label })));
     }
     items.push(renderListItem(c));
   }
@@ -415,7 +416,6 @@ function renderSearch(hits) {
     open.addEventListener("click", () => {
       clearSearch();
       renderList();
-      if (!state.conversations.has(c.id)) state.conversations.set(c.id, c);
       openConversation(c.id, { at: first && first.messageId });
       closeDrawer();
     });
@@ -1108,6 +1108,18 @@ async function loadServerScopes() {
     // No list from the server: the ones this browser knows.
   }
 }
+
+// A link followed while the page is open (pasted, or from another page).
+window.addEventListener("hashchange", () => {
+  const link = parseLink(location.hash);
+  if (!link) { if (location.hash.length > 1) status("Ignored a link that does not name a conversation"); return; }
+  if (link.scope !== state.scope) {
+    rememberScope(link.scope);
+    renderScopes(link.scope);
+    switchScope(link.scope);
+  }
+  if (link.id && link.id !== state.active) openConversation(link.id);
+});
 
 (async function start() {
   syncSidebar();
