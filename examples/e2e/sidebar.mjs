@@ -106,6 +106,9 @@ try {
   check(new Set(bulk).size === 40 && bulk[0] === "Bulk 40" && bulk[39] === "Bulk 01", `bulk sidebar: ${JSON.stringify(bulk)}`);
   await item("Bulk 40").click();
   await page.locator(".message .content", { hasText: "line 70" }).waitFor();
+  // The newest 30 first (the newest at once, the rest of the page just after).
+  await page.waitForFunction(() => document.querySelectorAll("#messages .message").length === 30);
+  await page.waitForTimeout(300);
   check((await messageTexts()).length === 30, "the newest 30 messages first");
   for (const expected of [60, 70]) {
     await page.locator("#messages").evaluate((box) => { box.scrollTop = 0; });

@@ -5,7 +5,11 @@
 const API = "/api/v1/connections";
 const SCOPES = "/api/v1/scopes";
 const PAGE = 30;
-const CHUNK = 8; // messages rendered per task when older pages arrive
+// Rendering budgets: the first screen of a conversation renders its newest messages
+// for at most FIRST_SCREEN_MS, the rest of the page (and older pages) follow
+// TASK_MS of rendering per task, so that no task blocks the page for long.
+const FIRST_SCREEN_MS = 8;
+const TASK_MS = 5;
 const $ = (id) => document.getElementById(id);
 const narrow = window.matchMedia("(max-width: 760px)");
 
@@ -26,7 +30,8 @@ const state = {
   active: null,               // id of the open conversation
   messages: [],               // the active path's loaded messages, oldest first
   olderCursor: null,          // seq of the oldest loaded message, when older exist
-  loadingOlder: false,
+  older: null,                // { generation, promise } of the older messages being shown
+  checked: null,              // id of the open conversation once the server confirmed it
   openGeneration: 0,          // bumps on every switch; stale loads are dropped
   runs: new Map(),            // conversation id -> the run this page follows
   renaming: false,
@@ -69,7 +74,13 @@ const el = (tag, props = {}, ...children) => {
   return node;
 };
 
-function status(text) { $("status").textContent = text || ""; }
+// A status line goes away after a while: it says what just happened.
+let statusTimer = null;
+function status(text) {
+  $("status").textContent = text || "";
+  clearTimeout(statusTimer);
+  if (text) statusTimer = setTimeout(() => { $("status").textContent = ""; }, 8000);
+}
 
 // ---------------------------------------------------------------- scopes
 // The server's list (--scopes) first, then the ones typed in this browser.
@@ -485,7 +496,9 @@ function closeConversation() {
 async function openConversation(id, { at = null } = {}) {
   const generation = ++state.openGeneration;
   const scope = state.scope;
+  if (state.active !== id) nodeCache.clear();
   state.active = id;
+  state.checked = null;
   state.messages = [];
   state.olderCursor = null;
   const known = state.conversations.get(id);
@@ -495,10 +508,18 @@ async function openConversation(id, { at = null } = {}) {
   renderMessages();
   closeDrawer();
   try {
-    const [conversation, page] = await Promise.all([
-      api("GET", chatPath(id)),
-      api("GET", `${chatPath(id)}/messages?limit=${PAGE}`),
-    ]);
+    // The messages are shown as soon as they come; the conversation (its run in
+    // progress, its usage) follows. Both are read under this scope: another scope's
+    // conversation is not found.
+    const conversationRead = api("GET", chatPath(id));
+    conversationRead.catch(() => {});
+    const page = await api("GET", `${chatPath(id)}/messages?limit=${PAGE}`);
+    if (generation !== state.openGeneration) return;
+    state.olderCursor = page.hasMore && page.items.length ? page.items[0].seq : null;
+    showPage(page.items, generation);
+    performance.mark("conversation-shown");
+    window.dispatchEvent(new CustomEvent("conversation-shown", { detail: id }));
+    const conversation = await conversationRead;
     if (generation !== state.openGeneration) return;
     if (conversation.id !== id || conversation.scope !== scope) {
       closeConversation();
@@ -507,23 +528,49 @@ async function openConversation(id, { at = null } = {}) {
     }
     upsertConversation(conversation, false);
     showConversationHeader(conversation);
-    state.messages = page.items;
-    state.olderCursor = page.hasMore && page.items.length ? page.items[0].seq : null;
+    state.checked = id;
     // A run in progress (another tab, or this one before a reload): follow it.
     if (conversation.activeRunId && !state.runs.has(id)) attachRun(scope, id, conversation.activeRunId);
-    renderMessages({ scrollToEnd: true });
-    performance.mark("conversation-shown");
-    window.dispatchEvent(new CustomEvent("conversation-shown", { detail: id }));
+    else refreshContinue();
     if (at) await scrollToMessage(at, generation);
   } catch (error) {
     if (generation === state.openGeneration) status(`Could not open the conversation (${error.message})`);
   }
 }
 
+const nextTask = () => new Promise((resolve) => setTimeout(resolve, 0));
+
+// The tool each tool call id asked for, over every message seen (a result may be
+// rendered before its call when pages are shown newest first).
+const toolNameById = new Map();
+function registerTools(items) {
+  for (const m of items) for (const call of m.toolCalls || []) toolNameById.set(call.id, call.name);
+}
+
+// Shows a page of the path, newest first: what renders within the first screen's
+// budget at once, the rest a task at a time above it.
+function showPage(items, generation) {
+  registerTools(items);
+  const started = performance.now();
+  let start = items.length;
+  while (start > 0 && (start === items.length || performance.now() - started < FIRST_SCREEN_MS)) messageNode(items[--start]);
+  state.messages = items.slice(start);
+  renderMessages({ scrollToEnd: true });
+  if (start > 0) trackOlder(generation, prependMessages(items.slice(0, start), generation));
+}
+
+function trackOlder(generation, promise) {
+  const entry = { generation, promise };
+  state.older = entry;
+  promise.finally(() => { if (state.older === entry) state.older = null; });
+  return promise;
+}
+const olderBusy = () => !!state.older && state.older.generation === state.openGeneration;
+
 // Loads older pages until `messageId` is on the page (or the path has no more), then
 // scrolls to it and marks it.
 async function scrollToMessage(messageId, generation) {
-  for (let pages = 0; pages < 40 && !state.messages.some((m) => m.id === messageId) && state.olderCursor !== null; pages++) {
+  for (let pages = 0; pages < 40 && !state.messages.some((m) => m.id === messageId) && (olderBusy() || state.olderCursor !== null); pages++) {
     await loadOlderMessages();
     if (generation !== state.openGeneration) return;
   }
@@ -536,47 +583,43 @@ async function scrollToMessage(messageId, generation) {
   setTimeout(() => node.classList.remove("found"), 2500);
 }
 
-async function loadOlderMessages() {
-  if (!state.active || state.loadingOlder || state.olderCursor === null) return;
-  state.loadingOlder = true;
+function loadOlderMessages() {
+  if (olderBusy()) return state.older.promise;
+  if (!state.active || state.olderCursor === null) return Promise.resolve();
   const generation = state.openGeneration;
-  try {
-    const page = await api("GET", `${chatPath(state.active)}/messages?limit=${PAGE}&before=${state.olderCursor}`);
+  const id = state.active;
+  return trackOlder(generation, (async () => {
+    const page = await api("GET", `${chatPath(id)}/messages?limit=${PAGE}&before=${state.olderCursor}`);
     if (generation !== state.openGeneration) return;
     state.olderCursor = page.hasMore && page.items.length ? page.items[0].seq : null;
+    registerTools(page.items);
     await prependMessages(page.items, generation);
-  } catch (error) {
-    status(`Could not load older messages (${error.message})`);
-  } finally {
-    state.loadingOlder = false;
-  }
+  })().catch((error) => status(`Could not load older messages (${error.message})`)));
 }
 
-// Older messages go in a few at a time, newest first, each batch in its own task so
-// that a long page never blocks the page; the view stays where the reader is.
+// Older messages go in newest first, TASK_MS of rendering per task, so that a long
+// page never blocks the page; the view stays where the reader is.
 async function prependMessages(items, generation) {
   const box = $("messages");
-  for (let end = items.length; end > 0; end -= CHUNK) {
+  let end = items.length;
+  while (end > 0) {
+    await nextTask();
     if (generation !== state.openGeneration) return;
-    const batch = items.slice(Math.max(0, end - CHUNK), end);
+    const started = performance.now();
+    let start = end;
+    while (start > 0 && (start === end || performance.now() - started < TASK_MS)) messageNode(items[--start]);
+    const batch = items.slice(start, end);
     const fromBottom = box.scrollHeight - box.scrollTop;
     const first = box.querySelector(".message");
     const nodes = batch.map((m) => messageNode(m));
-    if (first) first.before(...nodes); else box.append(...nodes);
+    if (first) first.before(...nodes); else box.prepend(...nodes);
     state.messages = batch.concat(state.messages);
     box.scrollTop = box.scrollHeight - fromBottom;
-    await new Promise((resolve) => setTimeout(resolve, 0));
+    end = start;
   }
 }
 
 $("messages").addEventListener("scroll", () => { if ($("messages").scrollTop < 200) loadOlderMessages(); });
-
-// The name of the tool each tool call id asked for, over the loaded messages.
-function toolNames() {
-  const names = new Map();
-  for (const m of state.messages) for (const call of m.toolCalls || []) names.set(call.id, call.name);
-  return names;
-}
 
 function prettyJson(value) {
   try { return JSON.stringify(typeof value === "string" ? JSON.parse(value) : value, null, 2); } catch (_) { return null; }
@@ -596,7 +639,7 @@ function fillContent(m, content, { highlight = true } = {}) {
   if (m.role === "user" || m.role === "system") {
     content.textContent = m.content;
   } else if (m.role === "tool") {
-    const name = toolNames().get(m.toolCallId) || "tool";
+    const name = toolNameById.get(m.toolCallId) || "tool";
     const json = prettyJson(m.content);
     const body = el("div", { class: "tool-result" }, json !== null ? codeBlock(json, "json") : Markdown.render(m.content));
     content.replaceChildren(toolStep(`Result of ${name}`, body));
@@ -610,10 +653,14 @@ function fillContent(m, content, { highlight = true } = {}) {
   }
 }
 
-const nodeCache = new WeakMap(); // message object -> its element
+// The element of each message of the open conversation, by what it shows: a message
+// is rendered once, also across refreshes of the page after a run.
+const nodeCache = new Map();
+const nodeKey = (m) => `${m.id}|${m.siblingIndex}|${m.siblingCount}|${m.content.length}|${(m.toolCalls || []).length}|${(m.metadata && m.metadata.finishReason) || ""}`;
 
 function messageNode(m) {
-  const cached = nodeCache.get(m);
+  const key = nodeKey(m);
+  const cached = nodeCache.get(key);
   if (cached) return cached;
   const node = el("article", { class: `message ${m.role}`, "data-testid": `message-${m.role}`, "aria-label": m.role === "user" ? "You" : m.role });
   node.dataset.id = m.id;
@@ -624,7 +671,7 @@ function messageNode(m) {
   if (finish === "cancelled") node.append(el("span", { class: "badge", text: "Stopped" }));
   if (finish === "error") node.append(el("span", { class: "badge error", text: "The answer failed here" }));
   if (m.role === "user" || m.role === "assistant") node.append(messageControls(m));
-  nodeCache.set(m, node);
+  nodeCache.set(key, node);
   return node;
 }
 
@@ -677,13 +724,20 @@ function renderMessages({ scrollToEnd = false } = {}) {
 
 // "Continue" when the path ends with tool results or an unanswered question.
 function continueNode(run) {
-  if (run && !run.error) return null;
+  if ((run && !run.error) || state.checked !== state.active || olderBusy() && state.messages.length === 0) return null;
   const last = state.messages[state.messages.length - 1];
   if (!last) return null;
   if (last.role !== "tool" && last.role !== "user") return null;
   return el("div", { class: "continue" },
     el("span", { text: last.role === "tool" ? "The tools have answered." : "This question has no answer yet." }),
     el("button", { type: "button", text: "Continue", "data-action": "continue", title: "Let the model go on from here" }));
+}
+
+function refreshContinue() {
+  const box = $("messages");
+  for (const old of box.querySelectorAll(".continue")) old.remove();
+  const node = continueNode(state.runs.get(state.active));
+  if (node) box.append(node);
 }
 
 function updateComposer() {
@@ -715,6 +769,7 @@ function runNodes(run) {
   const nodes = [];
   const storedIds = new Set(visibleMessages().map((m) => m.id));
   if (run.question && !storedIds.has(run.question.id)) nodes.push(messageNode(run.question));
+  registerTools(run.stored);
   for (const m of run.stored) if (!storedIds.has(m.id) && m.role !== "user") nodes.push(messageNode(m));
   nodes.push(streamingNode(run));
   return nodes;
@@ -884,9 +939,9 @@ function upsertIfCurrent(scope, conversation, moveToTop) {
 async function refreshMessages(scope, id) {
   const page = await api("GET", `${chatPathOf(scope, id)}/messages?limit=${PAGE}`);
   if (state.active !== id || state.scope !== scope) return;
-  state.messages = page.items;
+  const generation = ++state.openGeneration; // drops older pages still being shown
   state.olderCursor = page.hasMore && page.items.length ? page.items[0].seq : null;
-  renderMessages({ scrollToEnd: true });
+  showPage(page.items, generation);
 }
 
 // The title is written in the background after the first reply: poll briefly.

@@ -35,6 +35,8 @@ window.Markdown = (function () {
     ALLOWED_URI_REGEXP: /^(?:https?:|mailto:)/i,
     RETURN_DOM_FRAGMENT: true,
   };
+  // Set once: a configuration passed to every call would be parsed again each time.
+  DOMPurify.setConfig(PURIFY);
 
   function enhanceCode(fragment, highlight) {
     for (const code of fragment.querySelectorAll("pre > code")) {
@@ -75,7 +77,7 @@ window.Markdown = (function () {
   /// A fragment of safe elements for `text`; `highlight: false` skips highlighting
   /// (for a streaming answer's intermediate frames).
   function render(text, { highlight = true } = {}) {
-    const fragment = DOMPurify.sanitize(parser.parse(text || ""), PURIFY);
+    const fragment = DOMPurify.sanitize(parser.parse(text || ""));
     enhanceCode(fragment, highlight);
     return fragment;
   }
