@@ -79,7 +79,9 @@ try {
       },
       expected,
     ).catch(async () => {
-      throw new Error(`sidebar shows ${JSON.stringify(await sidebarTitles())}, expected ${JSON.stringify(expected)}`);
+      const stored = await (await fetch(`${base}/api/v1/connections/${await page.inputValue("#scope")}/conversations?pinned=true`)).json();
+      const server = stored.items.map((c) => `${c.title} @ ${c.updatedAt}`);
+      throw new Error(`sidebar shows ${JSON.stringify(await sidebarTitles())}, expected ${JSON.stringify(expected)}; the server lists ${JSON.stringify(server)}`);
     });
   };
   const selectScope = async (scope) => {

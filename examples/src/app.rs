@@ -5,10 +5,10 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::{Json, Router};
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Redirect};
 use axum::routing::get;
+use axum::{Json, Router};
 use conversation_adapter_http::{ApiState, harden, measure_routes, probes, router};
 use conversation_core::{ChatModel, Conversations, Store, TitleGenerator};
 use conversation_llm_openai::{OpenAiChatModel, OpenAiConfig, OpenAiError};

@@ -11,7 +11,7 @@ mod app;
 mod offline;
 mod settings;
 
-pub use app::{API_PREFIX, App, AppError, install_metrics, open_store};
+pub use app::{API_PREFIX, App, AppError, SCOPES_PATH, install_metrics, open_store};
 pub use offline::OfflineEchoModel;
 pub use settings::{Database, Settings, SettingsError};
 

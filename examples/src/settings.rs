@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
-use conversation_core::Scope;
 use conversation_adapter_http::{AllowedHosts, HttpLimits, InvalidHostPattern, ServeConfig};
+use conversation_core::Scope;
 
 /// The example server's settings. Every flag can also be given by the environment
 /// variable named in `--help`.
