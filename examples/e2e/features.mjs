@@ -61,6 +61,12 @@ export async function pageFeatures({ page, base, shots, item, ask, newChat, wait
   const last = stored.items[stored.items.length - 1];
   check(last.role === "assistant" && last.metadata.finishReason === "cancelled", `stored after stop: ${JSON.stringify(last)}`);
 
+  // ---- Usage in the details panel: the runs' tokens, summed.
+  await page.click("#usage summary");
+  const total = await page.locator("#usage dt", { hasText: "Total tokens" }).locator("xpath=following-sibling::dd[1]").textContent();
+  check(Number(total.replace(/\D/g, "")) > 0, `usage shows ${total} tokens`);
+  await page.click("#usage summary");
+
   // ---- Regenerate, then "< 1/2 >".
   const firstAnswer = assistant.first();
   await firstAnswer.locator("[data-action=regenerate]").click();
