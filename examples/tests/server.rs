@@ -222,6 +222,42 @@ async fn starts_in_a_fresh_directory_serves_the_api_and_stops_cleanly_on_sigterm
             .contains("<script src=\"/app.js\">")
     );
 
+    // The page's vendored scripts and styles, and their licences, are served from the
+    // binary, each as what it is.
+    for (path, content_type) in [
+        ("/markdown.js", "text/javascript; charset=utf-8"),
+        ("/vendor/marked.umd.js", "text/javascript; charset=utf-8"),
+        ("/vendor/purify.min.js", "text/javascript; charset=utf-8"),
+        ("/vendor/highlight.min.js", "text/javascript; charset=utf-8"),
+        (
+            "/vendor/highlight-github-dark.min.css",
+            "text/css; charset=utf-8",
+        ),
+        ("/vendor/LICENSE.dompurify.txt", "text/plain; charset=utf-8"),
+    ] {
+        let asset = http
+            .get(format!("{}{path}", server.url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(asset.status(), 200, "{path}");
+        assert_eq!(asset.headers()["content-type"], content_type, "{path}");
+        assert!(!asset.text().await.unwrap().is_empty(), "{path}");
+    }
+    // The scopes the page offers: the default list.
+    let scopes: Value = http
+        .get(format!("{}/api/v1/scopes", server.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        scopes["items"],
+        serde_json::json!(["analytics-db", "billing-db"])
+    );
+
     // A conversation and a streamed offline reply, stored.
     let id = create_conversation(&http, &server, "smoke").await;
     let stream = reply(&http, &server, "smoke", &id, "persist me").await;
@@ -244,7 +280,16 @@ async fn starts_in_a_fresh_directory_serves_the_api_and_stops_cleanly_on_sigterm
     );
 
     // Nothing was lost: a new process on the same directory sees it all.
-    let again = Server::start(dir.path(), &[]);
+    let again = Server::start(dir.path(), &[("SCOPES", " sales, hr,sales")]);
+    let scopes: Value = http
+        .get(format!("{}/api/v1/scopes", again.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(scopes["items"], serde_json::json!(["sales", "hr"]));
     let messages: Value = http
         .get(again.api(&format!("/smoke/conversations/{id}/messages")))
         .send()
