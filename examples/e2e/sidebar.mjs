@@ -1,22 +1,36 @@
 // End-to-end test of the example server's page in headless Chromium.
 //
-//   node sidebar.mjs <base-url> <screenshot.png>
+//   node sidebar.mjs <base-url> <screenshot-folder>
 //
 // Started by examples/tests/server.rs against the real server binary (temporary
 // SQLite file, offline echo model). Exits non-zero with the reason on any failure.
+// Writes the screenshots (desktop-light.png, desktop-dark.png, phone-light.png,
+// phone-dark.png) into the folder and prints the 500-message timing.
 import { check, launch } from "./browser.mjs";
+import { pageFeatures } from "./features.mjs";
 
-const [base, screenshot] = process.argv.slice(2);
-if (!base || !screenshot) {
-  console.error("usage: node sidebar.mjs <base-url> <screenshot.png>");
+const [base, shots] = process.argv.slice(2);
+if (!base || !shots) {
+  console.error("usage: node sidebar.mjs <base-url> <screenshot-folder>");
   process.exit(2);
 }
 
 const browser = await launch();
 const problems = [];
 try {
-  const page = await browser.newPage({ viewport: { width: 1200, height: 800 } });
+  const context = await browser.newContext({ viewport: { width: 1200, height: 800 } });
+  await context.grantPermissions(["clipboard-read", "clipboard-write"], { origin: base });
+  const page = await context.newPage();
   page.setDefaultTimeout(15_000);
+  // Long tasks and CSP violations, recorded from the first script on.
+  await page.addInitScript(() => {
+    window.__longTasks = [];
+    window.__cspViolations = [];
+    new PerformanceObserver((list) => {
+      for (const entry of list.getEntries()) window.__longTasks.push({ start: entry.startTime, duration: entry.duration });
+    }).observe({ type: "longtask", buffered: true });
+    document.addEventListener("securitypolicyviolation", (e) => window.__cspViolations.push(`${e.violatedDirective} ${e.blockedURI}`));
+  });
   page.on("pageerror", (error) => problems.push(`page error: ${error.message}`));
   page.on("console", (message) => {
     if (message.type() === "error") problems.push(`console error: ${message.text()}`);
@@ -25,10 +39,18 @@ try {
   page.on("response", (response) => {
     if (response.status() >= 400) problems.push(`HTTP ${response.status()} for ${response.request().method()} ${response.url()}`);
   });
+  // A stream cut by a reload is the browser's doing, not a failure.
+  let reloading = false;
+  page.on("requestfailed", (request) => {
+    const stream = /\/(reply|events)$/.test(new URL(request.url()).pathname);
+    if (!(reloading && stream && request.failure().errorText === "net::ERR_ABORTED")) {
+      problems.push(`request failed: ${request.method()} ${request.url()} ${request.failure().errorText}`);
+    }
+  });
 
   const items = page.locator("#list li[data-testid=conversation]");
   const sidebarTitles = async () => (await items.locator(".title").allTextContents()).map((t) => t.trim());
-  const messageTexts = async () => page.locator("#messages .message .content").allTextContents();
+  const messageTexts = async () => (await page.locator("#messages .message > .content").allTextContents()).map((t) => t.trim());
   const item = (title) => items.filter({ has: page.locator(".title", { hasText: title }) }).first();
 
   const waitForReply = async (text) => {
@@ -57,7 +79,9 @@ try {
       },
       expected,
     ).catch(async () => {
-      throw new Error(`sidebar shows ${JSON.stringify(await sidebarTitles())}, expected ${JSON.stringify(expected)}`);
+      const stored = await (await fetch(`${base}/api/v1/connections/${await page.inputValue("#scope")}/conversations?pinned=true`)).json();
+      const server = stored.items.map((c) => `${c.title} @ ${c.updatedAt}`);
+      throw new Error(`sidebar shows ${JSON.stringify(await sidebarTitles())}, expected ${JSON.stringify(expected)}; the server lists ${JSON.stringify(server)}`);
     });
   };
   const selectScope = async (scope) => {
@@ -84,6 +108,9 @@ try {
   check(new Set(bulk).size === 40 && bulk[0] === "Bulk 40" && bulk[39] === "Bulk 01", `bulk sidebar: ${JSON.stringify(bulk)}`);
   await item("Bulk 40").click();
   await page.locator(".message .content", { hasText: "line 70" }).waitFor();
+  // The newest 30 first (the newest at once, the rest of the page just after).
+  await page.waitForFunction(() => document.querySelectorAll("#messages .message").length === 30);
+  await page.waitForTimeout(300);
   check((await messageTexts()).length === 30, "the newest 30 messages first");
   for (const expected of [60, 70]) {
     await page.locator("#messages").evaluate((box) => { box.scrollTop = 0; });
@@ -166,9 +193,12 @@ try {
   await item("window.__xss = 1 hello").click();
   await page.locator(".message.user .content", { hasText: "hello" }).waitFor();
 
+  await pageFeatures({ page, context, base, shots, item, items, ask, newChat, waitForReply, selectScope, post, setReloading: (on) => { reloading = on; } });
+
+  const csp = await page.evaluate(() => window.__cspViolations);
+  check(csp.length === 0, `CSP violations: ${csp.join("; ")}`);
   check(problems.length === 0, `the page reported errors:\n${problems.join("\n")}`);
-  await page.screenshot({ path: screenshot, fullPage: true });
-  console.log(`ok: screenshot at ${screenshot}`);
+  console.log(`ok: screenshots in ${shots}`);
 } finally {
   await browser.close();
 }

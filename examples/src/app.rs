@@ -5,10 +5,10 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Redirect};
 use axum::routing::get;
+use axum::{Json, Router};
 use conversation_adapter_http::{ApiState, harden, measure_routes, probes, router};
 use conversation_core::{ChatModel, Conversations, Store, TitleGenerator};
 use conversation_llm_openai::{ModelCheck, OpenAiChatModel, OpenAiConfig, OpenAiError};
@@ -24,11 +24,72 @@ use crate::{Database, OfflineEchoModel, SampleError, SampleTools, Settings, Sett
 /// Where the API is mounted; the web page calls it there.
 pub const API_PREFIX: &str = "/api/v1/connections";
 
-/// The sidebar web page, built into the binary: no build step to run it.
-const INDEX_HTML: &str = include_str!("../web/index.html");
-const APP_JS: &str = include_str!("../web/app.js");
-const APP_CSS: &str = include_str!("../web/app.css");
-const FAVICON_SVG: &str = include_str!("../web/favicon.svg");
+/// Where the page reads the scopes the server knows (`--scopes`).
+pub const SCOPES_PATH: &str = "/api/v1/scopes";
+
+const JS: &str = "text/javascript; charset=utf-8";
+const CSS: &str = "text/css; charset=utf-8";
+const TEXT: &str = "text/plain; charset=utf-8";
+
+/// The sidebar web page, built into the binary: no build step to run it. The
+/// third-party files under `vendor/` are copied from npm packages pinned by
+/// `web/vendor/package-lock.json` (`npm ci && npm run vendor` there), licences
+/// included and served.
+const PAGE_ASSETS: &[(&str, &str, &str)] = &[
+    (
+        "/",
+        "text/html; charset=utf-8",
+        include_str!("../web/index.html"),
+    ),
+    ("/app.js", JS, include_str!("../web/app.js")),
+    ("/markdown.js", JS, include_str!("../web/markdown.js")),
+    ("/app.css", CSS, include_str!("../web/app.css")),
+    (
+        "/favicon.svg",
+        "image/svg+xml",
+        include_str!("../web/favicon.svg"),
+    ),
+    (
+        "/vendor/marked.umd.js",
+        JS,
+        include_str!("../web/vendor/marked.umd.js"),
+    ),
+    (
+        "/vendor/purify.min.js",
+        JS,
+        include_str!("../web/vendor/purify.min.js"),
+    ),
+    (
+        "/vendor/highlight.min.js",
+        JS,
+        include_str!("../web/vendor/highlight.min.js"),
+    ),
+    (
+        "/vendor/highlight-github.min.css",
+        CSS,
+        include_str!("../web/vendor/highlight-github.min.css"),
+    ),
+    (
+        "/vendor/highlight-github-dark.min.css",
+        CSS,
+        include_str!("../web/vendor/highlight-github-dark.min.css"),
+    ),
+    (
+        "/vendor/LICENSE.marked.txt",
+        TEXT,
+        include_str!("../web/vendor/LICENSE.marked.txt"),
+    ),
+    (
+        "/vendor/LICENSE.dompurify.txt",
+        TEXT,
+        include_str!("../web/vendor/LICENSE.dompurify.txt"),
+    ),
+    (
+        "/vendor/LICENSE.highlightjs.txt",
+        TEXT,
+        include_str!("../web/vendor/LICENSE.highlightjs.txt"),
+    ),
+];
 
 /// The page loads only its own script and style, and talks only to this server.
 const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
@@ -322,22 +383,22 @@ impl App {
                 .with_allowed_hosts(hosts.clone())
                 .with_limits(settings.http_limits()),
         );
-        let site = Router::new()
+        let scopes: Vec<String> = settings
+            .known_scopes()?
+            .into_iter()
+            .map(String::from)
+            .collect();
+        let mut site = Router::new();
+        for &(path, content_type, body) in PAGE_ASSETS {
+            site = site.route(path, get(move || page_asset(content_type, body)));
+        }
+        let site = site
             .route(
-                "/",
-                get(|| page_asset("text/html; charset=utf-8", INDEX_HTML)),
-            )
-            .route(
-                "/app.js",
-                get(|| page_asset("text/javascript; charset=utf-8", APP_JS)),
-            )
-            .route(
-                "/app.css",
-                get(|| page_asset("text/css; charset=utf-8", APP_CSS)),
-            )
-            .route(
-                "/favicon.svg",
-                get(|| page_asset("image/svg+xml", FAVICON_SVG)),
+                SCOPES_PATH,
+                get(move || {
+                    let scopes = scopes.clone();
+                    async move { Json(ScopeList { items: scopes }) }
+                }),
             )
             .route(
                 "/openapi.json",
@@ -370,6 +431,13 @@ impl App {
     pub async fn shutdown(&self) {
         self.service.shutdown().await;
     }
+}
+
+/// The body of `GET /api/v1/scopes`.
+#[derive(Debug, serde::Serialize)]
+struct ScopeList {
+    /// The scopes of `--scopes`, the default first.
+    items: Vec<String>,
 }
 
 async fn page_asset(content_type: &'static str, body: &'static str) -> impl IntoResponse {

@@ -19,7 +19,8 @@ mod sample;
 mod settings;
 
 pub use app::{
-    API_PREFIX, App, AppError, OpenedStore, check_model, install_metrics, open_database, open_store,
+    API_PREFIX, App, AppError, OpenedStore, SCOPES_PATH, check_model, install_metrics,
+    open_database, open_store,
 };
 pub use offline::{OfflineAnswer, OfflineEchoModel};
 pub use retention::RetentionTask;

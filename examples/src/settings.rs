@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use conversation_adapter_http::{AllowedHosts, HttpLimits, InvalidHostPattern, ServeConfig};
-use conversation_core::{RetentionPolicy, RunLimits};
+use conversation_core::{RetentionPolicy, RunLimits, Scope};
 
 /// The example server's settings. Every flag can also be given by the environment
 /// variable named in `--help`.
@@ -104,6 +104,17 @@ pub struct Settings {
     /// Seconds between two retention passes.
     #[arg(long, env = "RETENTION_INTERVAL", default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..))]
     pub retention_interval: u64,
+
+    /// The scopes (database connections) the web page offers, comma-separated, first
+    /// the default. The page adds the ones its user typed, kept in that browser.
+    /// Served at `GET /api/v1/scopes`; `--scopes ''` offers none.
+    #[arg(
+        long,
+        env = "SCOPES",
+        value_delimiter = ',',
+        default_value = "analytics-db,billing-db"
+    )]
+    pub scopes: Vec<String>,
 }
 
 /// Which store [`Settings::database_url`] names.
@@ -210,6 +221,28 @@ impl Settings {
         Ok(hosts)
     }
 
+    /// The scopes of [`Settings::scopes`], checked, blanks left out, each once.
+    ///
+    /// # Errors
+    /// [`SettingsError::Scope`] for a name no scope may have (empty after trimming is
+    /// left out; too long, control characters).
+    pub fn known_scopes(&self) -> Result<Vec<Scope>, SettingsError> {
+        let mut scopes: Vec<Scope> = Vec::new();
+        for name in self.scopes.iter().map(|name| name.trim()) {
+            if name.is_empty() {
+                continue;
+            }
+            let scope = Scope::new(name).map_err(|source| SettingsError::Scope {
+                name: name.to_owned(),
+                source,
+            })?;
+            if !scopes.contains(&scope) {
+                scopes.push(scope);
+            }
+        }
+        Ok(scopes)
+    }
+
     /// How to serve connections: timeouts, the connection cap, the shutdown deadline.
     pub fn serve_config(&self) -> ServeConfig {
         let mut config = ServeConfig::default()
@@ -249,6 +282,15 @@ pub enum SettingsError {
     HostsRequired {
         /// The unspecified address.
         address: IpAddr,
+    },
+    /// A name in `--scopes` that no scope may have.
+    #[error("--scopes: {name:?} is not a scope: {source}")]
+    Scope {
+        /// The name as given.
+        name: String,
+        /// Why.
+        #[source]
+        source: conversation_core::Error,
     },
     /// A malformed host name or origin.
     #[error("--allowed-hosts or --allowed-origins: {0}")]
@@ -355,6 +397,29 @@ mod tests {
             let refused = Settings::try_parse_from(["server", zero, "0"]);
             assert!(refused.is_err(), "{zero} 0 would delete everything at once");
         }
+    }
+
+    #[test]
+    fn scopes_are_checked_trimmed_and_listed_once() {
+        let names = |settings: Settings| -> Vec<String> {
+            settings
+                .known_scopes()
+                .unwrap()
+                .into_iter()
+                .map(String::from)
+                .collect()
+        };
+        assert_eq!(names(parse(&[])), ["analytics-db", "billing-db"]);
+        assert_eq!(
+            names(parse(&["--scopes", " sales , ,sales,hr"])),
+            ["sales", "hr"]
+        );
+        assert!(names(parse(&["--scopes", ""])).is_empty());
+        let long = "x".repeat(300);
+        assert!(matches!(
+            parse(&["--scopes", &long]).known_scopes(),
+            Err(SettingsError::Scope { .. })
+        ));
     }
 
     #[test]

@@ -247,6 +247,42 @@ async fn starts_in_a_fresh_directory_serves_the_api_and_stops_cleanly_on_sigterm
             .contains("<script src=\"/app.js\">")
     );
 
+    // The page's vendored scripts and styles, and their licences, are served from the
+    // binary, each as what it is.
+    for (path, content_type) in [
+        ("/markdown.js", "text/javascript; charset=utf-8"),
+        ("/vendor/marked.umd.js", "text/javascript; charset=utf-8"),
+        ("/vendor/purify.min.js", "text/javascript; charset=utf-8"),
+        ("/vendor/highlight.min.js", "text/javascript; charset=utf-8"),
+        (
+            "/vendor/highlight-github-dark.min.css",
+            "text/css; charset=utf-8",
+        ),
+        ("/vendor/LICENSE.dompurify.txt", "text/plain; charset=utf-8"),
+    ] {
+        let asset = http
+            .get(format!("{}{path}", server.url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(asset.status(), 200, "{path}");
+        assert_eq!(asset.headers()["content-type"], content_type, "{path}");
+        assert!(!asset.text().await.unwrap().is_empty(), "{path}");
+    }
+    // The scopes the page offers: the default list.
+    let scopes: Value = http
+        .get(format!("{}/api/v1/scopes", server.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        scopes["items"],
+        serde_json::json!(["analytics-db", "billing-db"])
+    );
+
     // A conversation and a streamed offline reply, stored.
     let id = create_conversation(&http, &server, "smoke").await;
     let stream = reply(&http, &server, "smoke", &id, "persist me").await;
@@ -269,7 +305,16 @@ async fn starts_in_a_fresh_directory_serves_the_api_and_stops_cleanly_on_sigterm
     );
 
     // Nothing was lost: a new process on the same directory sees it all.
-    let again = Server::start(dir.path(), &[]);
+    let again = Server::start(dir.path(), &[("SCOPES", " sales, hr,sales")]);
+    let scopes: Value = http
+        .get(format!("{}/api/v1/scopes", again.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(scopes["items"], serde_json::json!(["sales", "hr"]));
     let messages: Value = http
         .get(again.api(&format!("/smoke/conversations/{id}/messages")))
         .send()
@@ -351,17 +396,27 @@ fn the_sidebar_page_works_in_a_real_browser() {
     let dir = tempfile::tempdir().unwrap();
     // Slow enough that switching away mid-reply is tested while it streams.
     let server = Server::start(dir.path(), &[("OFFLINE_ECHO_DELAY_MS", "60")]);
-    let screenshot = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("e2e-sidebar.png");
+    let shots = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("screenshots");
+    std::fs::create_dir_all(&shots).unwrap();
     let status = Command::new("node")
         .current_dir(&e2e)
         .arg("sidebar.mjs")
         .arg(&server.url)
-        .arg(&screenshot)
+        .arg(&shots)
         .status()
         .unwrap();
     assert!(status.success(), "the browser test failed: {status}");
-    assert!(screenshot.is_file());
-    eprintln!("screenshot of the final page: {}", screenshot.display());
+    // The README shows these; `UPDATE_SCREENSHOTS=1` copies them into docs/.
+    let docs = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/screenshots");
+    for name in ["desktop-light", "desktop-dark", "phone-light", "phone-dark"] {
+        let shot = shots.join(format!("{name}.png"));
+        assert!(shot.is_file(), "no screenshot {}", shot.display());
+        if std::env::var("UPDATE_SCREENSHOTS").as_deref() == Ok("1") {
+            std::fs::create_dir_all(&docs).unwrap();
+            std::fs::copy(&shot, docs.join(format!("{name}.png"))).unwrap();
+        }
+    }
+    eprintln!("screenshots of the page: {}", shots.display());
     assert!(server.terminate().success());
 }
 
