@@ -283,31 +283,36 @@
 //! | `options.rs`: [`PostgresOptions`] | `options.rs`: `SqliteOptions` |
 //! | `error.rs`: `db` (the `map_err` adapter), `closed`, `bad_row` | `error.rs`: the same |
 //! | `rows.rs`: rows to the model, `get`, `to_i64` | `rows.rs` |
-//! | `sql.rs`: the statements (doc-hidden, for the plan test and the benches) | `sql.rs` |
+//! | `sql/`: the statements (doc-hidden, for the plan test and the benches), a file per concern: `conversations`, `messages`, `tree`, `runs`, `import`, `search`, `retention` | `sql.rs` |
 //! | `migrate.rs`: `run`, [`MIGRATIONS_TABLE`] | `migrate.rs`: `run`, the same table name |
-//! | `read.rs`: `conversation`, `list`, `message_by_id`, `page`, `recent`, on the pool | `read.rs`: the same reads; `readers.rs`: the read connections |
-//! | `write.rs`: `append`, `update`, `delete_message`, `fork`, `set_title`, each a transaction behind the conversation's row lock | `write.rs`: the same writes; `writer.rs`: the one writer |
+//! | `read.rs`: `conversation`, `list`, `message_by_id`, `page`, `recent`, `expired`, on the pool | `read.rs`: the same reads; `readers.rs`: the read connections |
+//! | `write.rs`: `append`, `update`, `delete`, `delete_message`, `fork`, `set_title` | `write.rs`: the same writes |
+//! | `writer.rs`: `begin`, `lock`, `finish`: every write is a transaction behind the conversation's row lock | `writer.rs`: the one writer |
 //! | `tree.rs`: `move_path`, `newest_under` and the other steps the writes share | `write.rs`: the same steps |
 //! | the active path: `on_path` and `messages_on_path` | the table `message_path` |
 //! | `plans.rs`: `EXPLAIN` of the store's own statements ([`PostgresStore::explain_reads`], [`PostgresStore::explain_tree_writes`]) | the plan test's `EXPLAIN QUERY PLAN` of `sql` |
 //! | indexes `conversations_by_activity`, `conversations_by_pin`, `messages_by_id`, `messages_by_parent`, `conversations_by_inactivity`, `conversations_by_archive_age`, `conversations_by_scope_archive_age` | the same names |
-//! | `search.rs`: core's words as `tsvector` literals, the `tsquery`, the migrator's refill | `search.rs`: core's words in FTS5 |
-//! | `runs` table; `write.rs`: `start_run`, `change_run` | `runs` table; `write.rs`: the same |
+//! | `search.rs`: core's words as `tsvector` literals, the `tsquery`, the search read, the migrator's refill | `search.rs`: core's words in FTS5; `read.rs`: the search read |
+//! | `runs` table; `runs.rs`: `start_run`, `change_run`, the run read | `runs` table; `write.rs`: the same writes; `read.rs`: the run read |
+//! | `import.rs`: `import` | `write.rs`: `import` |
 //! | `messages.words`, `conversations.title_words` with GIN | the FTS5 table `search` |
 //! | `conversations_by_metadata` (GIN, `@>`) | the table `conversation_metadata` |
 
 mod connect;
 mod error;
+mod import;
 mod migrate;
 mod options;
 mod plans;
 mod read;
 mod rows;
+mod runs;
 mod search;
 #[doc(hidden)]
 pub mod sql;
 mod tree;
 mod write;
+mod writer;
 
 use std::fmt;
 use std::sync::Arc;
@@ -521,7 +526,7 @@ impl Store for PostgresStore {
     async fn start_run(&self, scope: &Scope, id: ConversationId, run: NewRun) -> Result<Run> {
         const WHAT: &str = "start a run";
         let mut tx = self.begin(WHAT).await?;
-        let outcome = write::start_run(self, &mut tx, scope, id, run).await;
+        let outcome = runs::start_run(self, &mut tx, scope, id, run).await;
         Self::finish(tx, outcome, WHAT).await
     }
 
@@ -535,14 +540,14 @@ impl Store for PostgresStore {
         const WHAT: &str = "renew a run";
         let mut tx = self.begin(WHAT).await?;
         let outcome =
-            write::change_run(self, &mut tx, scope, id, run, WHAT, write::renew(lease)).await;
+            runs::change_run(self, &mut tx, scope, id, run, WHAT, runs::renew(lease)).await;
         Self::finish(tx, outcome, WHAT).await
     }
 
     async fn cancel_run(&self, scope: &Scope, id: ConversationId, run: RunId) -> Result<Run> {
         const WHAT: &str = "cancel a run";
         let mut tx = self.begin(WHAT).await?;
-        let outcome = write::change_run(self, &mut tx, scope, id, run, WHAT, write::cancel).await;
+        let outcome = runs::change_run(self, &mut tx, scope, id, run, WHAT, runs::cancel).await;
         Self::finish(tx, outcome, WHAT).await
     }
 
@@ -556,7 +561,7 @@ impl Store for PostgresStore {
         const WHAT: &str = "finish a run";
         let mut tx = self.begin(WHAT).await?;
         let outcome =
-            write::change_run(self, &mut tx, scope, id, run, WHAT, write::finish(outcome)).await;
+            runs::change_run(self, &mut tx, scope, id, run, WHAT, runs::finish(outcome)).await;
         Self::finish(tx, outcome, WHAT).await
     }
 
@@ -576,7 +581,7 @@ impl Store for PostgresStore {
         const WHAT: &str = "import a conversation";
         conversation.check(&self.limits)?;
         let mut tx = self.begin(WHAT).await?;
-        let outcome = write::import(self, &mut tx, scope, conversation).await;
+        let outcome = import::import(self, &mut tx, scope, conversation).await;
         Self::finish(tx, outcome, WHAT).await
     }
 

@@ -10,15 +10,20 @@
 //! yields (almost) only the scope's rows; the scope is checked on every conversation
 //! found all the same, so a collision of two scopes' keys costs reads, never leaks.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
-use conversation_core::Result;
 use conversation_core::backend::{SearchTerms, normalize, words_rule};
+use conversation_core::{
+    MAX_MATCHES_PER_HIT, MessageId, Page, Result, Role, Scope, SearchHit, SearchMatch, SearchQuery,
+};
 use sqlx::postgres::PgConnection;
 use sqlx::{AssertSqlSafe, Row as _};
 use uuid::Uuid;
 
-use crate::error::db;
+use crate::PostgresStore;
+use crate::error::{bad_row, db};
+use crate::plans::{Param, Read};
+use crate::rows::{self, count, get, to_i64};
 
 /// The longest lexeme PostgreSQL takes is 2046 bytes; longer words are cut (at a
 /// character boundary) to this many bytes, key included, in the index and in queries
@@ -284,6 +289,110 @@ async fn reindex_locked(conn: &mut PgConnection, s: &str) -> Result<()> {
         "filled the search index"
     );
     Ok(())
+}
+
+impl PostgresStore {
+    /// The read of a page of a search, its words and its page size; it reads one hit
+    /// more than the page to know whether another page follows.
+    pub(crate) fn search_read(
+        &self,
+        scope: &Scope,
+        query: &SearchQuery,
+    ) -> Result<(Read, SearchTerms, usize)> {
+        let terms = query.terms()?;
+        let limit = query.page_size()?;
+        let position = query.position()?;
+        let mut read = Read::new(self.sql.search(query.archived, position.is_some()))
+            .param(Param::Text(self::query(scope.as_str(), &terms)))
+            .param(Param::Text(scope.as_str().to_owned()))
+            .param(Param::Int(to_i64(limit as u64 + 1, "limit")?));
+        if let Some(position) = position {
+            read = read
+                .param(Param::Float(position.score))
+                .param(Param::Time(position.updated_at))
+                .param(Param::Id(*position.id.as_uuid()));
+        }
+        Ok((read, terms, limit))
+    }
+
+    /// A page of a search: the hits in rank order, then their matches, built by core
+    /// from the stored text read by primary key.
+    pub(crate) async fn search_page(
+        &self,
+        scope: &Scope,
+        query: &SearchQuery,
+    ) -> Result<Page<SearchHit>> {
+        const WHAT: &str = "search";
+        let (read, terms, limit) = self.search_read(scope, query)?;
+        let found = read
+            .query(false)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db(WHAT))?;
+        let mut hits = Vec::with_capacity(found.len());
+        let mut seqs_of = Vec::with_capacity(found.len());
+        for row in &found {
+            let conversation = rows::conversation(row)?;
+            let score: f64 = get(row, "score")?;
+            let seqs: Vec<i64> = get(row, "seqs")?;
+            seqs_of.push(seqs);
+            hits.push(SearchHit {
+                conversation,
+                score,
+                matches: Vec::new(),
+            });
+        }
+        // The page's hits only (the extra one tells whether more follow).
+        let (mut keys, mut seqs) = (Vec::new(), Vec::new());
+        for (hit, hit_seqs) in hits.iter().zip(&seqs_of).take(limit) {
+            for &seq in hit_seqs.iter().filter(|&&seq| seq > 0) {
+                keys.push(*hit.conversation.id.as_uuid());
+                seqs.push(seq);
+            }
+        }
+        let mut texts: HashMap<(Uuid, i64), (MessageId, Role, String)> = HashMap::new();
+        if !keys.is_empty() {
+            let rows = sqlx::query(AssertSqlSafe(self.sql.matched_messages()))
+                .bind(keys)
+                .bind(seqs)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db(WHAT))?;
+            for row in &rows {
+                let role: String = get(row, "role")?;
+                let role = Role::parse(&role).ok_or_else(|| bad_row(format!("role {role:?}")))?;
+                texts.insert(
+                    (get(row, "conversation_id")?, get(row, "seq")?),
+                    (
+                        MessageId::from_uuid(get(row, "id")?),
+                        role,
+                        get(row, "content")?,
+                    ),
+                );
+            }
+        }
+        for (hit, hit_seqs) in hits.iter_mut().zip(seqs_of).take(limit) {
+            for seq in hit_seqs.into_iter().take(MAX_MATCHES_PER_HIT) {
+                if seq == 0 {
+                    let title = hit.conversation.title.as_deref().unwrap_or_default();
+                    hit.matches.push(SearchMatch::in_title(&terms, title));
+                    continue;
+                }
+                // A message deleted since the search read it is not found: skipped.
+                if let Some((id, role, content)) = texts.get(&(*hit.conversation.id.as_uuid(), seq))
+                {
+                    hit.matches.push(SearchMatch::in_message(
+                        &terms,
+                        *id,
+                        count(seq, "seq")?,
+                        *role,
+                        content,
+                    ));
+                }
+            }
+        }
+        Ok(query.page_from(hits, limit))
+    }
 }
 
 #[cfg(test)]
