@@ -15,7 +15,7 @@
 //! - Failures are [`conversation_core::Error::Model`] with a
 //!   [`ModelErrorKind`](conversation_core::ModelErrorKind) and a message that says
 //!   what to check; [`OpenAiError`], their source, has the mapping table.
-//! - With the cargo feature `fake` (for tests only), [`fake`] is an in-process fake
+//! - With the cargo feature `fake` (for tests only), the module `fake` is an in-process fake
 //!   OpenAI server that other crates' tests can script.
 //!
 //! ## OpenAI
