@@ -131,6 +131,7 @@ class NewConversation(Wire):
 
 class NewMessage(Wire):
     model_config = ConfigDict(alias_generator=to_camel, extra="forbid")
+    id: Optional[str] = None
     role: Literal["system", "user", "assistant", "tool"]
     content: str = Field(max_length=256 * 1024)
     tool_calls: list[ToolCall] = Field(default_factory=list)
@@ -303,7 +304,7 @@ async def append_messages(scope: str, id: str, body: Union[NewMessage, list[NewM
             stored = []
             for message in messages:
                 seq += 1
-                message_id = str(uuid.uuid4())
+                message_id = message.id or str(uuid.uuid4())
                 values = (
                     message_id, id, seq, parent, message.role, message.content,
                     json.dumps([call.model_dump() for call in message.tool_calls]),
