@@ -495,4 +495,55 @@ mod tests {
         assert!(text.contains("| A | append | 100 | 115.0 | 400.0 | 7000 | 100.0 | 200.0 | 9000 | 1.15x | 2.00x | 1.29x |"));
         assert!(text.contains("MISSED flat: load20@1M"));
     }
+
+    #[test]
+    fn http_targets_against_memory_raw_and_seed() {
+        let rows = vec![
+            Row::new(
+                "E",
+                "http_get_conversation",
+                summary(100.0, 200.0, 10_000.0),
+                Some(summary(20.0, 40.0, 50_000.0)),
+            ),
+            Row::new(
+                "E",
+                "memory:http_get_conversation",
+                summary(75.0, 150.0, 13_000.0),
+                None,
+            ),
+            Row::new(
+                "E",
+                "seed:http_get_conversation",
+                summary(450.0, 900.0, 2_000.0),
+                None,
+            ),
+            Row::new(
+                "E",
+                "http_c32_get_conversation",
+                summary(2_000.0, 4_000.0, 15_000.0),
+                None,
+            ),
+            Row::new(
+                "E",
+                "seed:http_c32_get_conversation",
+                summary(20_000.0, 40_000.0, 1_500.0),
+                None,
+            ),
+        ];
+        let checks = check_targets(StoreKind::Sqlite, &rows);
+        let get = |name: &str| checks.iter().find(|c| c.target.starts_with(name)).unwrap();
+        // 75 + 1.5 x 20 = 105 >= 100.
+        let pair = get("http_get_conversation p50 <= memory");
+        assert!(pair.met && (pair.limit - 105.0).abs() < 1e-9);
+        // 450 / 100 = 4.5 < 5.
+        let seed = get("vs seed stack: http_get_conversation");
+        assert!(!seed.met && (seed.measured - 4.5).abs() < 1e-9);
+        let c32 = get("vs seed stack: http_c32");
+        assert!(!c32.met && (c32.measured - 10.0).abs() < 1e-9);
+        assert!(
+            checks
+                .iter()
+                .all(|c| !c.target.starts_with("http_get_messages"))
+        );
+    }
 }

@@ -669,11 +669,13 @@ impl Seeder {
     /// # Errors
     /// SQLite's.
     pub fn messages(&mut self, id: ConversationId, count: usize) -> Result<()> {
-        self.messages_with(id, count, body::message)
+        self.messages_with(id, count, body::message, true)
     }
 
-    /// Like [`Seeder::messages`] with message `i` (from 0) given by `message`; every
-    /// message's words go into the search index, as the store's append puts them.
+    /// Like [`Seeder::messages`] with message `i` (from 0) given by `message`. When
+    /// `indexed`, every message's words go into the search index, as the store's
+    /// append puts them; otherwise the conversation is one a search cannot find (and
+    /// must not be deleted, whose words the store would remove from the index).
     ///
     /// # Errors
     /// SQLite's.
@@ -682,6 +684,7 @@ impl Seeder {
         id: ConversationId,
         count: usize,
         message: impl Fn(u64) -> NewMessage,
+        indexed: bool,
     ) -> Result<()> {
         let keys: (i64, i64) = self.conn.query_row(
             "SELECT search_key, scope_key FROM conversations WHERE id = ?1",
@@ -707,7 +710,9 @@ impl Seeder {
                     &message,
                     self.clock,
                 )?;
-                index_row(&self.conn, keys, seq + 1, &message.content)?;
+                if indexed {
+                    index_row(&self.conn, keys, seq + 1, &message.content)?;
+                }
                 self.conn
                     .prepare_cached(sql::INSERT_PATH)?
                     .execute(params![&id.as_bytes()[..], seq + 1, 1_i64])?;
@@ -726,11 +731,12 @@ impl Seeder {
     }
 
     /// The bytes of the database file and of its search index
-    /// ([`sql::DATABASE_BYTES`], [`sql::SEARCH_INDEX_BYTES`]), after a checkpoint.
+    /// ([`sql::DATABASE_BYTES`], [`sql::SEARCH_INDEX_BYTES`]), after a checkpoint,
+    /// and the messages stored.
     ///
     /// # Errors
     /// SQLite's.
-    pub fn sizes(&self) -> Result<(i64, i64)> {
+    pub fn sizes(&self) -> Result<(i64, i64, i64)> {
         self.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")?;
         let database = self
             .conn
@@ -738,7 +744,10 @@ impl Seeder {
         let index = self
             .conn
             .query_row(sql::SEARCH_INDEX_BYTES, [], |row| row.get(0))?;
-        Ok((database, index))
+        let messages = self
+            .conn
+            .query_row("SELECT count(*) FROM messages", [], |row| row.get(0))?;
+        Ok((database, index, messages))
     }
 
     /// Moves the WAL into the database file and empties it, then syncs the file, so

@@ -226,6 +226,22 @@ impl Target {
         self.seed_messages_with(rt, scope, id, count, &body::message)
     }
 
+    /// Like [`Target::seed_messages`] for the long conversations of section B: on
+    /// SQLite, their words are not put in the search index (indexing 1,000,000
+    /// messages would take minutes of seeding, and B searches nothing).
+    pub(crate) fn seed_long_messages(
+        &mut self,
+        rt: &Runtime,
+        scope: &Scope,
+        id: ConversationId,
+        count: usize,
+    ) -> Result<()> {
+        match self {
+            Target::Sqlite { seeder, .. } => seeder.messages_with(id, count, body::message, false),
+            _ => self.seed_messages(rt, scope, id, count),
+        }
+    }
+
     /// Like [`Target::seed_messages`], message `i` (from 0) being `message(i)`.
     pub(crate) fn seed_messages_with(
         &mut self,
@@ -246,7 +262,7 @@ impl Target {
                 }
                 Ok(())
             }),
-            Target::Sqlite { seeder, .. } => seeder.messages_with(id, count, message),
+            Target::Sqlite { seeder, .. } => seeder.messages_with(id, count, message, true),
             #[cfg(feature = "postgres")]
             Target::Postgres {
                 store,
@@ -272,8 +288,9 @@ impl Target {
         }
     }
 
-    /// For SQLite, the bytes of the database file and of its search index.
-    pub(crate) fn sizes(&self) -> Result<Option<(i64, i64)>> {
+    /// For SQLite, the bytes of the database file and of its search index, and the
+    /// messages stored.
+    pub(crate) fn sizes(&self) -> Result<Option<(i64, i64, i64)>> {
         match self {
             Target::Sqlite { seeder, .. } => seeder.sizes().map(Some),
             _ => Ok(None),

@@ -2,8 +2,9 @@
 //! of 10,000 and 200 branches of 50 off it, spread along it, seeded through the
 //! store's own appends (every store keeps its tree its own way). On it: the window
 //! and the switch of the active path (against the raw path read), the LLM context,
-//! an append on the head, moving the head to another branch, regenerating an answer,
-//! forking at a message 500 deep, and deleting a subtree of 1,000 messages.
+//! an append on the head, moving the head to a sibling answer ("< 1/2 >") and to a
+//! branch 5,000 messages away, regenerating an answer, forking at a message 500 deep,
+//! and deleting a subtree of 1,000 messages.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -30,6 +31,7 @@ pub(crate) struct TreeScale {
     branch_len: usize,
     fork_depth: usize,
     forks: usize,
+    far_switches: usize,
     subtree: usize,
     deletes: usize,
 }
@@ -42,8 +44,10 @@ impl TreeScale {
             branch_len: 50,
             fork_depth: 500,
             forks: if quick { 10 } else { 30 },
+            far_switches: if quick { 20 } else { 100 },
             subtree: 1_000,
-            deletes: if quick { 5 } else { 15 },
+            // Seconds each on SQLite: few.
+            deletes: if quick { 1 } else { 3 },
         }
     }
 }
@@ -192,35 +196,47 @@ pub(crate) fn section_f(runner: &mut Runner<'_>, target: &mut Target) -> Result<
         },
         raw.map(|raw| move |i: usize| raw.append(s, id, &[body::message(2 * i as u64 + 1)])),
     )?;
-    // Switching branch: the head goes to the newest leaf under a branch's first
-    // message, alternately of the branch at the start of the trunk and of the one
-    // in its middle.
-    let (early, middle) = (tree.branches[0], tree.branches[tree.branches.len() / 2]);
+    // A question on the head and two answers to it (untimed): the "< 1/2 >" a client
+    // draws, and what regenerating adds to.
+    let (question, answers) = runner.rt.block_on(async {
+        let question = st
+            .append_messages(
+                s,
+                id,
+                Append::one(NewMessage::new(Role::User, body::body(7))),
+            )
+            .await?
+            .messages
+            .first()
+            .map(|m| m.id)
+            .ok_or_else(|| Error::harness("F: the question was not stored"))?;
+        let mut answers = Vec::with_capacity(2);
+        for k in 0..2 {
+            let answer = NewMessage::new(Role::Assistant, body::body(9 + k));
+            let stored = st
+                .append_messages(s, id, Append::one(answer).parent(Parent::Message(question)))
+                .await?;
+            answers.extend(stored.messages.first().map(|m| m.id));
+        }
+        Ok::<_, Error>((question, answers))
+    })?;
+    let [first, second] = answers[..] else {
+        return Err(Error::harness("F: the answers were not stored"));
+    };
+    // Switching between two versions of an answer: the head moves to a sibling.
     runner.measure(
         "F",
-        "set_head@tree",
+        "set_head_sibling@tree",
         ww,
         writes,
         async |i| {
-            let to = if i.is_multiple_of(2) { early } else { middle };
+            let to = if i.is_multiple_of(2) { first } else { second };
             st.update_conversation(s, id, ConversationPatch::new().head(to))
                 .await?;
             Ok(())
         },
         None::<fn(usize) -> Result<()>>,
     )?;
-    // Regenerate: a new answer to the head's question, a sibling of the old answers.
-    let question = runner
-        .rt
-        .block_on(st.append_messages(
-            s,
-            id,
-            Append::one(NewMessage::new(Role::User, body::body(7))),
-        ))?
-        .messages
-        .first()
-        .map(|m| m.id)
-        .ok_or_else(|| Error::harness("F: the question was not stored"))?;
     runner.measure(
         "F",
         "regenerate@tree",
@@ -229,6 +245,23 @@ pub(crate) fn section_f(runner: &mut Runner<'_>, target: &mut Target) -> Result<
         async |i| {
             let answer = NewMessage::new(Role::Assistant, body::body(2 * i as u64 + 1));
             st.append_messages(s, id, Append::one(answer).parent(Parent::Message(question)))
+                .await?;
+            Ok(())
+        },
+        None::<fn(usize) -> Result<()>>,
+    )?;
+    // Switching between branches far apart: the head goes to the newest leaf under
+    // the first message of the branch near the trunk's start, then of the one in its
+    // middle, 5,000 messages further down, and back.
+    let (early, middle) = (tree.branches[0], tree.branches[tree.branches.len() / 2]);
+    runner.measure(
+        "F",
+        "set_head_far@tree",
+        ww.min(5),
+        scale.far_switches,
+        async |i| {
+            let to = if i.is_multiple_of(2) { early } else { middle };
+            st.update_conversation(s, id, ConversationPatch::new().head(to))
                 .await?;
             Ok(())
         },
@@ -264,7 +297,7 @@ fn delete_subtrees(
 ) -> Result<()> {
     let samples = runner.rt.block_on(async {
         let mut samples = Samples::with_capacity(scale.deletes);
-        for k in 0..scale.deletes + 1 {
+        for k in 0..scale.deletes {
             let under = tree.trunk[(k * 37 + 101) % tree.trunk.len()];
             let grown = chain(
                 store,
@@ -284,10 +317,9 @@ fn delete_subtrees(
                 (before - after.message_count) as usize,
                 scale.subtree,
             )?;
-            // The first is a warm-up.
-            if k > 0 {
-                samples.record(took);
-            }
+            // No warm-up: each delete takes long enough that one more would not
+            // change what is seen.
+            samples.record(took);
         }
         Ok::<_, Error>(samples)
     })?;

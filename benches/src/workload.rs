@@ -477,7 +477,7 @@ impl<'a> Runner<'a> {
             .pop()
             .unwrap_or_default();
         for (id, (_, count)) in ids.iter().zip(&sizes) {
-            target.seed_messages(self.rt, &scope, *id, *count)?;
+            target.seed_long_messages(self.rt, &scope, *id, *count)?;
         }
         target.settle(self.rt)?;
         let what = sizes
