@@ -51,6 +51,15 @@
 //!   Instances of the previous release cannot write once it is applied (their
 //!   inserts lack the tree's columns and fail, rather than leave messages outside
 //!   the tree): stop them before migrating.
+//! - `0003`: runs, search, lifecycle. Adds `archived_at` (an archived conversation
+//!   counts as archived at its last activity), `active_run_id` and the usage totals to
+//!   conversations, the `runs` table, the search columns with their GIN indexes, the
+//!   GIN index of metadata and the retention indexes. The search columns of existing
+//!   rows are filled by the migrator right after the SQL (the words are cut in Rust,
+//!   see "Search"), in batches of 200 rows walking the primary keys, under an advisory
+//!   lock so instances starting together fill each row once: a one-time cost in
+//!   proportion to the messages. Stop instances of the previous release first: their
+//!   messages would not be indexed.
 //!
 //! ## TLS
 //!
@@ -85,16 +94,20 @@
 //! digits or underscores, not starting with a digit or `pg_`, and is case-sensitive
 //! (it is always quoted).
 //!
-//! - `conversations`: the [`Conversation`] columns (`head_id` and `last_seq`
-//!   included); `(id, head_id)` references a message of the conversation, so the head
+//! - `conversations`: the [`Conversation`] columns (`head_id`, `last_seq`,
+//!   `archived_at`, `active_run_id` and the usage as `prompt_tokens`,
+//!   `completion_tokens`, `total_tokens` included), and `title_words`; `(id, head_id)` references a message of the conversation, so the head
 //!   is always a stored message; `head_seq` and `head_depth` keep the head's place, so
 //!   that an append after it reads nothing but the row it locks.
 //! - `messages`: primary key `(conversation_id, seq)`, the [`Message`] columns,
 //!   `parent_id` (referencing `(conversation_id, id)`: a parent is always a message of
 //!   the same conversation, and a message whose parent is gone cannot exist), and four
 //!   columns of the tree kept by the store: `depth` (1 for a root), `sibling_index`
-//!   (its place among its siblings), `last_sibling` and `on_path`. `ON DELETE
-//!   CASCADE` from its conversation.
+//!   (its place among its siblings), `last_sibling` and `on_path`; and `words`, its
+//!   content's words. `ON DELETE CASCADE` from its conversation.
+//! - `runs`: primary key `(conversation_id, id)`, the [`Run`] columns (`error` and
+//!   `pending_tool_calls` as JSON). `ON DELETE CASCADE` from its conversation.
+//! - `search_state`: the words rule the search columns were cut with.
 //!
 //! | read | index |
 //! |---|---|
@@ -105,8 +118,15 @@
 //! | a message, an idempotent retry | `messages_by_id (conversation_id, id)` (unique) |
 //! | siblings, walks down a subtree | `messages_by_parent (conversation_id, parent_id, seq)`, and `messages_roots (conversation_id, seq) WHERE parent_id IS NULL` for the roots |
 //!
-//! [`PostgresStore::explain_reads`] and [`PostgresStore::explain_tree_writes`] show
-//! the plans PostgreSQL chooses for these statements on the host's own data.
+//! | a run | `runs` primary key `(conversation_id, id)` |
+//! | a search | `messages_by_words` (GIN on `messages.words`) and `conversations_by_title_words` (GIN on `conversations.title_words`), then the primary keys |
+//! | a list with `metadata_equals` | `conversations_by_metadata` (GIN, `jsonb_path_ops`, on `metadata`; `metadata @> filter`), or the list indexes of the scope when the planner finds the scope small |
+//! | retention by inactivity | `conversations_by_inactivity (updated_at, id)` across scopes; in one scope both archive partitions of `conversations_by_activity`, merged |
+//! | retention by archive age | `conversations_by_archive_age (archived_at, id)` across scopes, `conversations_by_scope_archive_age (scope, archived_at, id)` in one, both partial (`archived_at IS NOT NULL`: only archived conversations have one) |
+//!
+//! [`PostgresStore::explain_reads`], [`PostgresStore::explain_tree_writes`] and
+//! [`PostgresStore::explain_search_and_retention`] show the plans PostgreSQL chooses
+//! for these statements on the host's own data.
 //!
 //! ## The message tree
 //!
@@ -158,6 +178,85 @@
 //! milliseconds, never before the conversation's last activity, so they never move
 //! backwards even when instances' clocks differ a little.
 //!
+//! ## Search
+//!
+//! Titles and message contents (every branch, every role) are searchable through two
+//! `tsvector` columns, `conversations.title_words` and `messages.words`, each with a
+//! GIN index, written in the transaction of the write that changes the text (create,
+//! rename, automatic titles, append, fork, import; a deletion takes the rows and their
+//! words with it): what is acknowledged is found, what is deleted is not.
+//!
+//! - **Words are core's.** PostgreSQL's text-search parser (any configuration,
+//!   `simple` included) cuts text its own way: it keeps `a@b.com`, `3.14` and
+//!   `well-known` whole beside their parts, keeps diacritics and lowercases by the
+//!   database's locale. So the store cuts text with core's rule
+//!   ([`tokenize`](conversation_core::backend::tokenize): runs of letters and digits,
+//!   lowercased, without diacritics) and writes the column from a `tsvector` literal
+//!   of finished lexemes, which PostgreSQL only unquotes: the index holds exactly the
+//!   words every store matches. That is also why the columns are written by the store
+//!   rather than generated by PostgreSQL: a generated column can only run SQL.
+//! - **Scopes are cheap.** Each lexeme is `<scope key>_<word>`, the key 8 hex digits of
+//!   a hash of the scope (FNV-1a), so a search, prefixes included, reads its scope's
+//!   postings only, however many scopes share the tables; the scope is checked on each
+//!   conversation found, so two scopes with the same key cost reads, never a leak.
+//! - **User text is never syntax.** The `tsquery` is built from
+//!   [`SearchTerms`](conversation_core::backend::SearchTerms) only: each word a quoted
+//!   lexeme of the scope, all required (`&`), the last with `:*` when it is a prefix.
+//! - **Ranking.** Each matching row (title or message) is scored with `ts_rank`; a
+//!   conversation takes its best row's score and its best three rows become the
+//!   matches (best first, title first, then by seq), built by core from the stored
+//!   text; ties go by newest activity, then id. Ranking reads every matching row of
+//!   the scope, so a word most messages of a big scope hold costs more than a rare
+//!   one.
+//! - **Limits.** A word is cut to 2,046 bytes (PostgreSQL's longest lexeme, key
+//!   included), in the index and in queries alike; a text with more distinct words
+//!   than a `tsvector` holds (1 MiB: over 60,000 distinct words in one message) keeps
+//!   its first ones, and a warning is logged. Scripts without spaces are one word per
+//!   run, found by their start, as in every store.
+//! - **The rule is recorded.** `search_state.words_rule` holds
+//!   [`words_rule`](conversation_core::backend::words_rule); a build whose rule
+//!   differs (newer Unicode tables) refills every search column when it migrates.
+//!
+//! ## Runs
+//!
+//! A run is a row of `runs`; the conversation carries `active_run_id` and the usage
+//! totals. Every run write (start, renew, cancel, finish) is one transaction behind
+//! the conversation's row lock, reading the run and settling it at the clock's time
+//! first ([`Run::settled`](conversation_core::Run::settled)): a run whose lease passed
+//! is stored failed (`abandoned`), adds no usage and stops being the active run;
+//! concurrent starts queue on the lock, so one wins and the others get
+//! `RunInProgress`. Because the status lives in the table, every instance reads the
+//! same: a run started by one process is live for all, and a cancel from another
+//! process sets `cancel_requested`, which the runner reads from its next
+//! [`Store::renew_run`]. Starting and ending runs change neither `version` nor
+//! `updated_at`. Runs go with their conversation (`ON DELETE CASCADE`).
+//!
+//! ## Deletion and what PostgreSQL keeps
+//!
+//! Deleting a conversation or a message subtree removes its rows (messages, runs and
+//! words with them) in one transaction: from its commit no query of any instance
+//! reads, lists or finds them. What PostgreSQL promises about the bytes is less, and
+//! the SQLite store's "no recoverable bytes" does not hold here:
+//!
+//! - A `DELETE` only marks row versions dead. Their bytes stay in the table's and the
+//!   indexes' pages (the GIN pending list and posting lists included) until `VACUUM`
+//!   (autovacuum, by default when about a fifth of a table has changed) prunes them;
+//!   pruning makes the space reusable but does not promise to overwrite it at once,
+//!   so until new rows land there the bytes may be read from the data files.
+//! - `VACUUM FULL` (or `CLUSTER`, or `pg_repack`) rewrites the table into new files
+//!   and drops the old ones: the dead rows are gone from the table's files, but it
+//!   takes an exclusive lock for the whole rewrite, and the old files' blocks go back
+//!   to the file system, not to zeros.
+//! - The write-ahead log holds every inserted row (full-page images included) until
+//!   its segments are recycled after checkpoints; WAL archives, replicas, base
+//!   backups and `pg_dump` files keep their copies for as long as they are kept.
+//!
+//! A host that must erase text for good (a legal request, say) deletes it through
+//! the store, runs `VACUUM FULL` on `messages` and `conversations` (or lets its
+//! maintenance window do it), and expires its WAL archives and backups on its own
+//! schedule; encryption at rest with key rotation is the usual way to bound what old
+//! copies reveal.
+//!
 //! ## Transient failures
 //!
 //! These surface as [`Error::Unavailable`] ([`Error::is_transient`] is `true`); the
@@ -191,7 +290,11 @@
 //! | `tree.rs`: `move_path`, `newest_under` and the other steps the writes share | `write.rs`: the same steps |
 //! | the active path: `on_path` and `messages_on_path` | the table `message_path` |
 //! | `plans.rs`: `EXPLAIN` of the store's own statements ([`PostgresStore::explain_reads`], [`PostgresStore::explain_tree_writes`]) | the plan test's `EXPLAIN QUERY PLAN` of `sql` |
-//! | indexes `conversations_by_activity`, `conversations_by_pin`, `messages_by_id`, `messages_by_parent` | the same names |
+//! | indexes `conversations_by_activity`, `conversations_by_pin`, `messages_by_id`, `messages_by_parent`, `conversations_by_inactivity`, `conversations_by_archive_age`, `conversations_by_scope_archive_age` | the same names |
+//! | `search.rs`: core's words as `tsvector` literals, the `tsquery`, the migrator's refill | `search.rs`: core's words in FTS5 |
+//! | `runs` table; `write.rs`: `start_run`, `change_run` | `runs` table; `write.rs`: the same |
+//! | `messages.words`, `conversations.title_words` with GIN | the FTS5 table `search` |
+//! | `conversations_by_metadata` (GIN, `@>`) | the table `conversation_metadata` |
 
 mod connect;
 mod error;
@@ -200,6 +303,7 @@ mod options;
 mod plans;
 mod read;
 mod rows;
+mod search;
 #[doc(hidden)]
 pub mod sql;
 mod tree;
@@ -207,15 +311,16 @@ mod write;
 
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use conversation_core::backend::{check_expected_version, truncate_to_millis};
 use conversation_core::{
     Append, Appended, Clock, Conversation, ConversationId, ConversationPatch, ConversationQuery,
-    Error, Limits, Message, MessageId, MessagePage, MessageQuery, NewConversation, Page,
-    RecentQuery, Result, Scope, Store, TitleOutcome, TitleSource,
+    Error, ExpiredConversation, ImportOutcome, ImportedConversation, Limits, Message, MessageId,
+    MessagePage, MessageQuery, NewConversation, NewRun, Page, RecentQuery, Result, RetentionQuery,
+    Run, RunId, RunOutcome, Scope, SearchHit, SearchQuery, Store, TitleOutcome, TitleSource,
 };
-use serde_json::Value;
 use sqlx::AssertSqlSafe;
 
 pub use migrate::MIGRATIONS_TABLE;
@@ -224,7 +329,6 @@ pub use plans::QueryPlan;
 pub use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
 use error::db;
-use rows::to_i64;
 use sql::Statements;
 
 /// A [`Store`] on PostgreSQL; see the [crate docs](crate).
@@ -265,23 +369,18 @@ impl Store for PostgresStore {
         self.limits.check_new_conversation(&new)?;
         let conversation =
             new.into_conversation(scope.clone(), truncate_to_millis(self.clock.now()));
-        sqlx::query(AssertSqlSafe(self.sql.insert_conversation.clone()))
-            .bind(conversation.id.as_uuid())
-            .bind(scope.as_str())
-            .bind(conversation.title.as_deref())
-            .bind(conversation.title_source.as_str())
-            .bind(conversation.created_at)
-            .bind(conversation.updated_at)
-            .bind(to_i64(conversation.message_count, "message_count")?)
-            .bind(to_i64(conversation.last_seq, "last_seq")?)
-            .bind(conversation.head_id.map(uuid::Uuid::from))
-            .bind(conversation.pinned)
-            .bind(conversation.archived)
-            .bind(Value::Object(conversation.metadata.clone()))
-            .bind(to_i64(conversation.version, "version")?)
-            .execute(&self.pool)
+        let params = write::insert_params(&conversation)?;
+        let inserted = Self::statement(&self.sql.insert_conversation, params)
+            .query(false)
+            .fetch_optional(&self.pool)
             .await
             .map_err(db("create conversation"))?;
+        if inserted.is_none() {
+            return Err(Error::Backend {
+                message: "create conversation: a new id was taken already".to_owned(),
+                source: None,
+            });
+        }
         Ok(conversation)
     }
 
@@ -315,7 +414,18 @@ impl Store for PostgresStore {
         Self::finish(tx, outcome, WHAT).await
     }
 
-    async fn delete_conversation(&self, scope: &Scope, id: ConversationId) -> Result<()> {
+    async fn delete_conversation(
+        &self,
+        scope: &Scope,
+        id: ConversationId,
+        expected_version: Option<u64>,
+    ) -> Result<()> {
+        const WHAT: &str = "delete conversation";
+        if expected_version.is_some() {
+            let mut tx = self.begin(WHAT).await?;
+            let outcome = write::delete(self, &mut tx, scope, id, expected_version).await;
+            return Self::finish(tx, outcome, WHAT).await;
+        }
         let done = sqlx::query(AssertSqlSafe(self.sql.delete_conversation.clone()))
             .bind(id.as_uuid())
             .bind(scope.as_str())
@@ -406,6 +516,72 @@ impl Store for PostgresStore {
         let mut tx = self.begin(WHAT).await?;
         let outcome = write::set_title(self, &mut tx, scope, id, title, source).await;
         Self::finish(tx, outcome, WHAT).await
+    }
+
+    async fn start_run(&self, scope: &Scope, id: ConversationId, run: NewRun) -> Result<Run> {
+        const WHAT: &str = "start a run";
+        let mut tx = self.begin(WHAT).await?;
+        let outcome = write::start_run(self, &mut tx, scope, id, run).await;
+        Self::finish(tx, outcome, WHAT).await
+    }
+
+    async fn renew_run(
+        &self,
+        scope: &Scope,
+        id: ConversationId,
+        run: RunId,
+        lease: Duration,
+    ) -> Result<Run> {
+        const WHAT: &str = "renew a run";
+        let mut tx = self.begin(WHAT).await?;
+        let outcome =
+            write::change_run(self, &mut tx, scope, id, run, WHAT, write::renew(lease)).await;
+        Self::finish(tx, outcome, WHAT).await
+    }
+
+    async fn cancel_run(&self, scope: &Scope, id: ConversationId, run: RunId) -> Result<Run> {
+        const WHAT: &str = "cancel a run";
+        let mut tx = self.begin(WHAT).await?;
+        let outcome = write::change_run(self, &mut tx, scope, id, run, WHAT, write::cancel).await;
+        Self::finish(tx, outcome, WHAT).await
+    }
+
+    async fn finish_run(
+        &self,
+        scope: &Scope,
+        id: ConversationId,
+        run: RunId,
+        outcome: RunOutcome,
+    ) -> Result<Run> {
+        const WHAT: &str = "finish a run";
+        let mut tx = self.begin(WHAT).await?;
+        let outcome =
+            write::change_run(self, &mut tx, scope, id, run, WHAT, write::finish(outcome)).await;
+        Self::finish(tx, outcome, WHAT).await
+    }
+
+    async fn get_run(&self, scope: &Scope, id: ConversationId, run: RunId) -> Result<Run> {
+        self.run(scope, id, run).await
+    }
+
+    async fn search(&self, scope: &Scope, query: &SearchQuery) -> Result<Page<SearchHit>> {
+        self.search_page(scope, query).await
+    }
+
+    async fn import_conversation(
+        &self,
+        scope: &Scope,
+        conversation: ImportedConversation,
+    ) -> Result<ImportOutcome> {
+        const WHAT: &str = "import a conversation";
+        conversation.check(&self.limits)?;
+        let mut tx = self.begin(WHAT).await?;
+        let outcome = write::import(self, &mut tx, scope, conversation).await;
+        Self::finish(tx, outcome, WHAT).await
+    }
+
+    async fn list_expired(&self, query: &RetentionQuery) -> Result<Vec<ExpiredConversation>> {
+        self.expired(query).await
     }
 
     async fn health(&self) -> Result<()> {

@@ -25,6 +25,11 @@ pub(crate) const MIGRATIONS: &[(i64, &str, &str)] = &[
         "message tree",
         include_str!("../migrations/0002_message_tree.sql"),
     ),
+    (
+        3,
+        "runs, search, lifecycle",
+        include_str!("../migrations/0003_runs_search_lifecycle.sql"),
+    ),
 ];
 
 /// Applies the embedded migrations up to version `last` (all of them for
@@ -69,10 +74,16 @@ pub(crate) async fn run(pool: &PgPool, schema: &str, last: i64) -> Result<()> {
         .await
         .map_err(db("set the search path to migrate"))?;
     let outcome = migrator.run(&mut conn).await;
+    let outcome = match outcome.map_err(migration) {
+        // The search columns of rows written before 0003 are filled here, in Rust:
+        // their words are cut by core's rule.
+        Ok(()) if last >= 3 => crate::search::reindex(&mut conn, &quoted).await,
+        other => other,
+    };
     if let Err(err) = conn.close().await {
         tracing::debug!(target: "conversation_store_postgres", %err, "closing the migration connection");
     }
-    outcome.map_err(migration)?;
+    outcome?;
     tracing::debug!(target: "conversation_store_postgres", %schema, "migrations applied");
     Ok(())
 }

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use conversation_core::backend::fork_of;
 use conversation_core::{
-    ArchivedFilter, ConversationId, ConversationQuery, MessageQuery, MessageView, Result, Scope,
-    Store as _,
+    ArchivedFilter, ConversationId, ConversationQuery, Expiry, MessageQuery, MessageView, Result,
+    RetentionQuery, Scope, SearchQuery, Store as _,
 };
 use sqlx::postgres::PgArguments;
 use sqlx::query::Query;
@@ -35,10 +35,13 @@ pub(crate) enum Param {
     Text(String),
     OptText(Option<String>),
     Json(serde_json::Value),
+    OptJson(Option<serde_json::Value>),
     Int(i64),
+    Float(f64),
     OptInt(Option<i64>),
     Bool(bool),
     Time(DateTime<Utc>),
+    OptTime(Option<DateTime<Utc>>),
     Id(Uuid),
     OptId(Option<Uuid>),
 }
@@ -75,10 +78,13 @@ impl Read {
                 Param::Text(text) => query.bind(text.as_str()),
                 Param::OptText(text) => query.bind(text.as_deref()),
                 Param::Json(value) => query.bind(value),
+                Param::OptJson(value) => query.bind(value),
                 Param::Int(int) => query.bind(*int),
+                Param::Float(float) => query.bind(*float),
                 Param::OptInt(int) => query.bind(*int),
                 Param::Bool(flag) => query.bind(*flag),
                 Param::Time(at) => query.bind(*at),
+                Param::OptTime(at) => query.bind(*at),
                 Param::Id(id) => query.bind(*id),
                 Param::OptId(id) => query.bind(*id),
             })
@@ -248,6 +254,75 @@ impl PostgresStore {
             ),
             ("fork", fork),
         ];
+        self.explain(reads).await
+    }
+
+    /// The `EXPLAIN` output of the store's search (a first page for `text` in `scope`,
+    /// and a page after a cursor when the first page has a next one), of a list with a
+    /// metadata filter (`tag` equal to `text`), and of every variant of
+    /// [`Store::list_expired`](conversation_core::Store::list_expired) (by inactivity
+    /// or archive age, across scopes or in `scope`, first or after a position), with
+    /// the cutoff now: the exact statements the store sends. A search reads the GIN
+    /// indexes of the scope's words; retention reads one index range in order, never
+    /// every conversation.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`](conversation_core::Error::InvalidInput) for a `text`
+    /// without words; the errors of a read otherwise.
+    pub async fn explain_search_and_retention(
+        &self,
+        scope: &Scope,
+        text: &str,
+    ) -> Result<Vec<QueryPlan>> {
+        let search = SearchQuery::new(text);
+        let mut reads = vec![("search, first page", self.search_read(scope, &search)?.0)];
+        let first = self.search(scope, &search.clone().limit(1)).await?;
+        if let Some(cursor) = first.next_cursor {
+            let after = search.clone().limit(1).cursor(cursor);
+            reads.push(("search, after a cursor", self.search_read(scope, &after)?.0));
+        }
+        let filtered = ConversationQuery::new().metadata_equals("tag", text);
+        reads.push((
+            "list page, metadata filter",
+            self.list_read(scope, &filtered)?.0,
+        ));
+        let now = Utc::now();
+        let position = (
+            now - chrono::TimeDelta::days(3650),
+            ConversationId::from_uuid(Uuid::nil()),
+        );
+        let retention: [(&'static str, RetentionQuery); 6] = [
+            (
+                "retention by inactivity",
+                RetentionQuery::new(Expiry::InactiveBefore(now), 100),
+            ),
+            (
+                "retention by inactivity, after a position",
+                RetentionQuery::new(Expiry::InactiveBefore(now), 100).after(position.0, position.1),
+            ),
+            (
+                "retention by inactivity in a scope",
+                RetentionQuery::new(Expiry::InactiveBefore(now), 100).in_scope(scope.clone()),
+            ),
+            (
+                "retention by archive age",
+                RetentionQuery::new(Expiry::ArchivedBefore(now), 100),
+            ),
+            (
+                "retention by archive age in a scope",
+                RetentionQuery::new(Expiry::ArchivedBefore(now), 100).in_scope(scope.clone()),
+            ),
+            (
+                "retention by archive age in a scope, pinned too",
+                RetentionQuery::new(Expiry::ArchivedBefore(now), 100)
+                    .in_scope(scope.clone())
+                    .include_pinned(true)
+                    .after(position.0, position.1),
+            ),
+        ];
+        for (name, query) in retention {
+            reads.push((name, self.expired_read(&query)?));
+        }
         self.explain(reads).await
     }
 

@@ -2,8 +2,8 @@
 
 use chrono::{DateTime, Utc};
 use conversation_core::{
-    Conversation, ConversationId, Message, MessageId, Metadata, Result, Role, Scope, Siblings,
-    TitleSource, ToolCall,
+    Conversation, ConversationId, Message, MessageId, Metadata, Result, Role, Run, RunFailure,
+    RunId, RunStatus, Scope, Siblings, TitleSource, ToolCall, Usage,
 };
 use serde_json::Value;
 use sqlx::Row as _;
@@ -58,7 +58,50 @@ pub(crate) fn conversation(row: &PgRow) -> Result<Conversation> {
         archived: get(row, "archived")?,
         metadata: object(get(row, "metadata")?, "metadata")?,
         version: count(get(row, "version")?, "version")?,
+        archived_at: get(row, "archived_at")?,
+        active_run_id: get::<Option<Uuid>>(row, "active_run_id")?.map(RunId::from_uuid),
+        usage: usage(row)?,
     })
+}
+
+/// The usage columns of a conversation or run row.
+fn usage(row: &PgRow) -> Result<Usage> {
+    Ok(Usage {
+        prompt_tokens: count(get(row, "prompt_tokens")?, "prompt_tokens")?,
+        completion_tokens: count(get(row, "completion_tokens")?, "completion_tokens")?,
+        total_tokens: count(get(row, "total_tokens")?, "total_tokens")?,
+    })
+}
+
+/// A run row, selected as [`crate::sql::RUN_COLUMNS`], or `None` for an all-`NULL`
+/// row (a conversation without the run asked for).
+pub(crate) fn run(row: &PgRow) -> Result<Option<Run>> {
+    let Some(id) = get::<Option<Uuid>>(row, "id")? else {
+        return Ok(None);
+    };
+    let status: String = get(row, "status")?;
+    let error: Option<Value> = get(row, "error")?;
+    let error: Option<RunFailure> = error
+        .map(serde_json::from_value)
+        .transpose()
+        .map_err(|e| bad_row(format!("run error: {e}")))?;
+    let pending_tool_calls: Vec<ToolCall> = serde_json::from_value(get(row, "pending_tool_calls")?)
+        .map_err(|e| bad_row(format!("pending_tool_calls: {e}")))?;
+    let steps: i64 = get(row, "steps")?;
+    Ok(Some(Run {
+        id: RunId::from_uuid(id),
+        conversation_id: ConversationId::from_uuid(get(row, "conversation_id")?),
+        status: RunStatus::parse(&status)
+            .ok_or_else(|| bad_row(format!("run status is {status:?}")))?,
+        started_at: get(row, "started_at")?,
+        finished_at: get(row, "finished_at")?,
+        lease_until: get(row, "lease_until")?,
+        cancel_requested: get(row, "cancel_requested")?,
+        steps: u32::try_from(steps).map_err(|_| bad_row(format!("steps is {steps}")))?,
+        usage: usage(row)?,
+        error,
+        pending_tool_calls,
+    }))
 }
 
 /// A message row without its siblings (set to the message alone), or `None` for the

@@ -21,10 +21,16 @@ use std::sync::Arc;
 use conversation_core::{ArchivedFilter, SIBLING_WINDOW};
 
 /// Columns of a conversation row, read by name.
-pub const CONVERSATION_COLUMNS: &str = "id, scope, title, title_source, created_at, updated_at, message_count, last_seq, head_id, pinned, archived, metadata, version";
+pub const CONVERSATION_COLUMNS: &str = "id, scope, title, title_source, created_at, updated_at, message_count, last_seq, head_id, pinned, archived, metadata, version, archived_at, active_run_id, prompt_tokens, completion_tokens, total_tokens";
+
+/// [`CONVERSATION_COLUMNS`] of the alias `c`.
+const CONVERSATION_COLUMNS_OF_C: &str = "c.id, c.scope, c.title, c.title_source, c.created_at, c.updated_at, c.message_count, c.last_seq, c.head_id, c.pinned, c.archived, c.metadata, c.version, c.archived_at, c.active_run_id, c.prompt_tokens, c.completion_tokens, c.total_tokens";
+
+/// Columns of a run row, read by name.
+pub const RUN_COLUMNS: &str = "id, conversation_id, status, started_at, finished_at, lease_until, cancel_requested, steps, prompt_tokens, completion_tokens, total_tokens, error, pending_tool_calls";
 
 /// Columns a message is inserted with.
-const MESSAGE_INSERT_COLUMNS: &str = "conversation_id, seq, id, parent_id, depth, sibling_index, last_sibling, on_path, role, content, tool_calls, tool_call_id, metadata, created_at";
+const MESSAGE_INSERT_COLUMNS: &str = "conversation_id, seq, id, parent_id, depth, sibling_index, last_sibling, on_path, role, content, tool_calls, tool_call_id, metadata, created_at, words";
 
 /// Columns of a message read through the alias `m`; [`siblings`] follow them.
 const MESSAGE_COLUMNS: &str = "m.id, m.conversation_id, m.seq, m.parent_id, m.sibling_index, m.role, m.content, m.tool_calls, m.tool_call_id, m.metadata, m.created_at";
@@ -45,15 +51,38 @@ pub struct Statements {
     /// after waiting for the lock, a `READ COMMITTED` statement sees the locked row's
     /// new version but the other rows of its old snapshot.)
     pub lock: Arc<str>,
-    /// The columns of [`CONVERSATION_COLUMNS`], in order.
+    /// The columns of [`CONVERSATION_COLUMNS`], in order, then `$19` the title's
+    /// words (a `tsvector` literal, `search::words`). Inserts nothing when
+    /// the id is taken (`ON CONFLICT DO NOTHING`); returns a row when it inserted.
     pub insert_conversation: Arc<str>,
     /// `$1` id, then title, title_source, updated_at, pinned, archived, metadata,
-    /// version, head_id, head_seq, head_depth.
+    /// version, head_id, head_seq, head_depth, archived_at, title words.
     pub update_conversation: Arc<str>,
-    /// `$1` id, `$2` title, `$3` title_source, `$4` version.
+    /// `$1` id, `$2` title, `$3` title_source, `$4` version, `$5` title words.
     pub set_title: Arc<str>,
     /// `$1` id, `$2` scope.
     pub delete_conversation: Arc<str>,
+    /// `$1` id: deletes the (locked) conversation.
+    pub delete_locked: Arc<str>,
+    /// `$1` id: the conversation's scope, if the id is taken.
+    pub scope_of: Arc<str>,
+    /// `$1` conversation, `$2` run: the run ([`RUN_COLUMNS`]), unsettled.
+    pub run: Arc<str>,
+    /// `$1` id, `$2` scope, `$3` run: the run's columns, a row of `NULL`s when the
+    /// conversation has no such run, no row when the conversation is not in the scope.
+    pub scoped_run: Arc<str>,
+    /// Writes a run, every column: [`RUN_COLUMNS`] in order from `$1`.
+    pub upsert_run: Arc<str>,
+    /// `$1` id, `$2` active_run_id, `$3` prompt_tokens, `$4` completion_tokens, `$5`
+    /// total_tokens: the run columns of a (locked) conversation.
+    pub set_run_columns: Arc<str>,
+    /// Inserts the messages of an import, whole: `$1` conversation, then arrays of
+    /// seq, id, parent_id, depth, sibling_index, last_sibling, on_path, role, content,
+    /// tool_calls, tool_call_id, metadata, created_at, words (`$2`..`$15`).
+    pub import_messages: Arc<str>,
+    /// `$1` id, `$2` message_count, `$3` head_id, `$4` head_seq, `$5` head_depth: the
+    /// tree columns of an imported conversation, once its messages are in.
+    pub import_head: Arc<str>,
     /// `$1` conversation, `$2` message ids: the messages stored under them (without
     /// siblings).
     pub stored_messages: Arc<str>,
@@ -69,7 +98,8 @@ pub struct Statements {
     /// created_at), then the row: `$13` updated_at, `$14` message_count, `$15`
     /// last_seq, `$16` head_id, `$17` version, `$18` title, `$19` title_source; `$20`
     /// the seq of the first message's last sibling until now (`NULL` for none); `$21`
-    /// and `$22` the new head's seq and depth.
+    /// and `$22` the new head's seq and depth; `$23` the messages' words (array of
+    /// `tsvector` literals); `$24` the title's words.
     pub append: Arc<str>,
     /// Makes the message at seq `$2` the end of the active path (`NULL`: no path):
     /// walks up from it to the first message on the path (the joint), takes the old
@@ -90,8 +120,9 @@ pub struct Statements {
     pub delete_root_subtree: Arc<str>,
     /// Copies the path from a root to the message at seq `$2` of conversation `$1`
     /// into the new conversation whose columns follow ([`CONVERSATION_COLUMNS`] order
-    /// from `$3`), with seqs from 1, in one statement. The head is the last copy: its
-    /// seq and depth are both `last_seq` (`$10`).
+    /// from `$3`, then `$21` its title's words), with seqs from 1, in one statement.
+    /// The head is the last copy: its seq and depth are both `last_seq` (`$10`). The
+    /// copies keep their words (same scope, same words).
     pub fork: Arc<str>,
     /// `$1` id, `$2` scope, `$3` message id, `$4` n: the path ending at that message,
     /// newest first, with `k` (1 for the message itself); a row of `NULL`s when the
@@ -215,24 +246,73 @@ impl Statements {
             )
             .into(),
             insert_conversation: format!(
-                "INSERT INTO {s}.conversations ({c}) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
+                "INSERT INTO {s}.conversations ({c}, title_words) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, \
+                         $17, $18, $19::tsvector) \
+                 ON CONFLICT (id) DO NOTHING RETURNING 1 AS inserted"
             )
             .into(),
             update_conversation: format!(
                 "UPDATE {s}.conversations SET title = $2, title_source = $3, updated_at = $4, \
                  pinned = $5, archived = $6, metadata = $7, version = $8, head_id = $9, \
-                 head_seq = $10, head_depth = $11 \
+                 head_seq = $10, head_depth = $11, archived_at = $12, title_words = $13::tsvector \
                  WHERE id = $1"
             )
             .into(),
             set_title: format!(
-                "UPDATE {s}.conversations SET title = $2, title_source = $3, version = $4 \
-                 WHERE id = $1"
+                "UPDATE {s}.conversations SET title = $2, title_source = $3, version = $4, \
+                 title_words = $5::tsvector WHERE id = $1"
             )
             .into(),
             delete_conversation: format!(
                 "DELETE FROM {s}.conversations WHERE id = $1 AND scope = $2"
+            )
+            .into(),
+            delete_locked: format!("DELETE FROM {s}.conversations WHERE id = $1").into(),
+            scope_of: format!("SELECT scope FROM {s}.conversations WHERE id = $1").into(),
+            run: format!(
+                "SELECT {RUN_COLUMNS} FROM {s}.runs WHERE conversation_id = $1 AND id = $2"
+            )
+            .into(),
+            scoped_run: format!(
+                "SELECT r.* FROM {s}.conversations c \
+                 LEFT JOIN {s}.runs r ON r.conversation_id = c.id AND r.id = $3 \
+                 WHERE c.id = $1 AND c.scope = $2"
+            )
+            .into(),
+            upsert_run: format!(
+                "INSERT INTO {s}.runs ({RUN_COLUMNS}) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
+                 ON CONFLICT (conversation_id, id) DO UPDATE SET status = excluded.status, \
+                   started_at = excluded.started_at, finished_at = excluded.finished_at, \
+                   lease_until = excluded.lease_until, \
+                   cancel_requested = excluded.cancel_requested, steps = excluded.steps, \
+                   prompt_tokens = excluded.prompt_tokens, \
+                   completion_tokens = excluded.completion_tokens, \
+                   total_tokens = excluded.total_tokens, error = excluded.error, \
+                   pending_tool_calls = excluded.pending_tool_calls"
+            )
+            .into(),
+            set_run_columns: format!(
+                "UPDATE {s}.conversations SET active_run_id = $2, prompt_tokens = $3, \
+                 completion_tokens = $4, total_tokens = $5 WHERE id = $1"
+            )
+            .into(),
+            import_messages: format!(
+                "INSERT INTO {s}.messages ({MESSAGE_INSERT_COLUMNS}) \
+                 SELECT $1, n.seq, n.id, n.parent_id, n.depth, n.sibling_index, n.last_sibling, \
+                        n.on_path, n.role, n.content, n.tool_calls, n.tool_call_id, n.metadata, \
+                        n.created_at, n.words::tsvector \
+                 FROM UNNEST($2::bigint[], $3::uuid[], $4::uuid[], $5::bigint[], $6::bigint[], \
+                             $7::boolean[], $8::boolean[], $9::text[], $10::text[], $11::jsonb[], \
+                             $12::text[], $13::jsonb[], $14::timestamptz[], $15::text[]) \
+                   AS n(seq, id, parent_id, depth, sibling_index, last_sibling, on_path, role, \
+                        content, tool_calls, tool_call_id, metadata, created_at, words)"
+            )
+            .into(),
+            import_head: format!(
+                "UPDATE {s}.conversations SET message_count = $2, head_id = $3, head_seq = $4, \
+                 head_depth = $5 WHERE id = $1"
             )
             .into(),
             stored_messages: format!(
@@ -260,18 +340,19 @@ impl Statements {
                 "WITH inserted AS ( \
                    INSERT INTO {s}.messages ({MESSAGE_INSERT_COLUMNS}) \
                    SELECT $1, n.seq, n.id, n.parent_id, n.depth, n.sibling_index, true, true, \
-                          n.role, n.content, n.tool_calls, n.tool_call_id, n.metadata, n.created_at \
+                          n.role, n.content, n.tool_calls, n.tool_call_id, n.metadata, n.created_at, \
+                          n.words::tsvector \
                    FROM UNNEST($2::bigint[], $3::uuid[], $4::uuid[], $5::bigint[], $6::bigint[], \
                                $7::text[], $8::text[], $9::jsonb[], $10::text[], $11::jsonb[], \
-                               $12::timestamptz[]) \
+                               $12::timestamptz[], $23::text[]) \
                      AS n(seq, id, parent_id, depth, sibling_index, role, content, tool_calls, \
-                          tool_call_id, metadata, created_at) \
+                          tool_call_id, metadata, created_at, words) \
                  ), \
                  demoted AS (UPDATE {s}.messages SET last_sibling = false \
                    WHERE conversation_id = $1 AND seq = $20) \
                  UPDATE {s}.conversations SET updated_at = $13, message_count = $14, \
                    last_seq = $15, head_id = $16, version = $17, title = $18, title_source = $19, \
-                   head_seq = $21, head_depth = $22 \
+                   head_seq = $21, head_depth = $22, title_words = $24::tsvector \
                  WHERE id = $1"
             )
             .into(),
@@ -317,11 +398,12 @@ impl Statements {
                    SELECT * FROM {s}.messages WHERE conversation_id = $1 AND seq = $2 \
                    UNION ALL SELECT m.* FROM up JOIN {s}.messages m \
                      ON m.conversation_id = $1 AND m.id = up.parent_id), \
-                 fork AS (INSERT INTO {s}.conversations ({c}, head_seq, head_depth) \
-                   VALUES ($3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $10, $10)) \
+                 fork AS (INSERT INTO {s}.conversations ({c}, title_words, head_seq, head_depth) \
+                   VALUES ($3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, \
+                           $19, $20, $21::tsvector, $10, $10)) \
                  INSERT INTO {s}.messages ({MESSAGE_INSERT_COLUMNS}) \
                  SELECT $3, depth, id, parent_id, depth, 0, true, true, role, content, tool_calls, \
-                        tool_call_id, metadata, created_at FROM up"
+                        tool_call_id, metadata, created_at, words FROM up"
             )
             .into(),
             window_from: format!(
@@ -355,7 +437,8 @@ impl Statements {
 
     /// One page of a list: `$1` scope, `$2` limit (rows to read), then the cursor's
     /// fields when `with_cursor` (`pinned` only when `pinned_first`, `updated_at`,
-    /// `id`), then the title needle when `with_filter`.
+    /// `id`), then the title needle when `with_filter`, then the metadata filter (a
+    /// JSON object, matched with `@>`) when `with_metadata`.
     ///
     /// Each archive partition is read backwards along its index
     /// (`conversations_by_activity` or `conversations_by_pin`), starting strictly after
@@ -367,6 +450,7 @@ impl Statements {
         pinned_first: bool,
         with_cursor: bool,
         with_filter: bool,
+        with_metadata: bool,
     ) -> String {
         let s = &self.schema;
         let key = if pinned_first {
@@ -393,6 +477,11 @@ impl Statements {
         if with_filter {
             let _ = write!(conditions, " AND strpos({ASCII_FOLD}, {}) > 0", param());
         }
+        if with_metadata {
+            // `@>` of scalars is exactly the filter's rule: strings exactly, numbers by
+            // value, and no string, number or boolean equals another kind.
+            let _ = write!(conditions, " AND metadata @> {}::jsonb", param());
+        }
         let partition = |archived: bool| {
             format!(
                 "SELECT {CONVERSATION_COLUMNS} FROM {s}.conversations \
@@ -413,6 +502,126 @@ impl Statements {
     }
 }
 
+impl Statements {
+    /// At most `$3` conversations of a search, in rank order, each with its `score`
+    /// and `seqs`, the seqs of its best rows (0 for the title), best first: `$1` the
+    /// `tsquery` literal (`search::query`), `$2` the scope, and when
+    /// `with_cursor` the cursor's `$4` score, `$5` updated_at and `$6` id.
+    ///
+    /// The query's lexemes carry the scope's key, so the GIN indexes
+    /// (`messages_by_words`, `conversations_by_title_words`) yield the scope's rows;
+    /// the scope test on each conversation is the guard against a collision of keys.
+    /// Each matching row is ranked with `ts_rank`; a conversation takes its best
+    /// row's score and keeps its best
+    /// [`MAX_MATCHES_PER_HIT`](conversation_core::MAX_MATCHES_PER_HIT) rows (best
+    /// first, then title first, then by seq); conversations rank by score, then newest
+    /// activity, then id.
+    pub fn search(&self, archived: ArchivedFilter, with_cursor: bool) -> String {
+        let s = &self.schema;
+        let archived = match archived {
+            ArchivedFilter::Exclude => " AND NOT c.archived",
+            ArchivedFilter::Only => " AND c.archived",
+            ArchivedFilter::Include => "",
+        };
+        let cursor = if with_cursor {
+            " AND (h.score, c.updated_at, c.id) < ($4, $5, $6)"
+        } else {
+            ""
+        };
+        let matches = conversation_core::MAX_MATCHES_PER_HIT;
+        format!(
+            "WITH found AS ( \
+               SELECT c.id AS conversation_id, 0::bigint AS seq, \
+                      ts_rank(c.title_words, $1::tsquery)::float8 AS score \
+               FROM {s}.conversations c \
+               WHERE c.title_words @@ $1::tsquery AND c.scope = $2{archived} \
+               UNION ALL \
+               SELECT m.conversation_id, m.seq, ts_rank(m.words, $1::tsquery)::float8 \
+               FROM {s}.messages m JOIN {s}.conversations c ON c.id = m.conversation_id \
+               WHERE m.words @@ $1::tsquery AND c.scope = $2{archived}), \
+             hits AS (SELECT conversation_id, max(score) AS score, \
+                 (array_agg(seq ORDER BY score DESC, seq))[1:{matches}] AS seqs \
+               FROM found GROUP BY conversation_id) \
+             SELECT {CONVERSATION_COLUMNS_OF_C}, h.score, h.seqs \
+             FROM hits h JOIN {s}.conversations c ON c.id = h.conversation_id \
+             WHERE true{cursor} \
+             ORDER BY h.score DESC, c.updated_at DESC, c.id DESC LIMIT $3"
+        )
+    }
+
+    /// The messages a page of search hits matched: `$1` conversation ids, `$2` seqs
+    /// (pairs); `conversation_id`, `id`, `seq`, `role`, `content`, each by primary key.
+    pub fn matched_messages(&self) -> String {
+        format!(
+            "SELECT m.conversation_id, m.id, m.seq, m.role, m.content \
+             FROM UNNEST($1::uuid[], $2::bigint[]) AS k(conversation_id, seq) \
+             JOIN {}.messages m ON m.conversation_id = k.conversation_id AND m.seq = k.seq",
+            self.schema
+        )
+    }
+
+    /// Conversations that expire, oldest first, then by id, at most `$2`: `$1` the
+    /// cutoff (exclusive), then `$3` the scope when `in_scope`, then the `(at, id)`
+    /// to continue after when `after`. Each row is `scope, id, title, pinned, at`.
+    /// `by_archive` reads `archived_at` of archived conversations, else `updated_at`.
+    ///
+    /// Every variant reads one index range in order and stops at the limit: across
+    /// scopes `conversations_by_inactivity (updated_at, id)` or
+    /// `conversations_by_archive_age (archived_at, id)`; in one scope
+    /// `conversations_by_scope_archive_age (scope, archived_at, id)`, or for
+    /// inactivity both archive partitions of `conversations_by_activity` merged.
+    pub fn expired(
+        &self,
+        by_archive: bool,
+        in_scope: bool,
+        after: bool,
+        include_pinned: bool,
+    ) -> String {
+        let s = &self.schema;
+        let at = if by_archive {
+            "archived_at"
+        } else {
+            "updated_at"
+        };
+        let mut next = 3;
+        let mut param = || {
+            let p = format!("${next}");
+            next += 1;
+            p
+        };
+        let scope = in_scope.then(&mut param);
+        let position = after.then(|| (param(), param()));
+        let arm = |extra: &str| {
+            let mut sql = format!(
+                "SELECT scope, id, title, pinned, {at} AS at FROM {s}.conversations \
+                 WHERE {extra}{at} < $1"
+            );
+            if by_archive {
+                // Only archived conversations have an `archived_at` (a constraint of
+                // the table), so this is the partial indexes' own predicate.
+                sql.push_str(" AND archived_at IS NOT NULL");
+            }
+            if let Some((at_param, id_param)) = &position {
+                let _ = write!(sql, " AND ({at}, id) > ({at_param}, {id_param})");
+            }
+            if !include_pinned {
+                sql.push_str(" AND NOT pinned");
+            }
+            let _ = write!(sql, " ORDER BY {at}, id LIMIT $2");
+            sql
+        };
+        match (&scope, by_archive) {
+            (None, _) => arm(""),
+            (Some(scope), true) => arm(&format!("scope = {scope} AND ")),
+            (Some(scope), false) => format!(
+                "SELECT * FROM (({}) UNION ALL ({})) AS both_partitions ORDER BY at, id LIMIT $2",
+                arm(&format!("scope = {scope} AND archived = false AND ")),
+                arm(&format!("scope = {scope} AND archived = true AND "))
+            ),
+        }
+    }
+}
+
 /// Quotes an identifier for PostgreSQL.
 pub fn quote_identifier(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
@@ -425,7 +634,7 @@ mod tests {
     #[test]
     fn list_numbers_its_parameters_in_bind_order() {
         let statements = Statements::new("\"s\"");
-        let sql = statements.list(ArchivedFilter::Exclude, true, true, true);
+        let sql = statements.list(ArchivedFilter::Exclude, true, true, true, false);
         assert!(
             sql.contains("(pinned, updated_at, id) < ($3, $4, $5)"),
             "{sql}"
@@ -434,10 +643,11 @@ mod tests {
             sql.contains("'abcdefghijklmnopqrstuvwxyz'), $6) > 0"),
             "{sql}"
         );
-        let sql = statements.list(ArchivedFilter::Only, false, true, false);
+        let sql = statements.list(ArchivedFilter::Only, false, true, false, false);
         assert!(sql.contains("(updated_at, id) < ($3, $4)"), "{sql}");
         assert!(sql.contains("archived = true"), "{sql}");
-        let sql = statements.list(ArchivedFilter::Include, false, false, true);
+        let sql = statements.list(ArchivedFilter::Include, false, false, true, true);
+        assert!(sql.contains("metadata @> $4::jsonb"), "{sql}");
         assert!(
             sql.contains("strpos(") && sql.contains(", $3) > 0"),
             "{sql}"

@@ -72,6 +72,10 @@ pub(crate) fn id_param(id: Option<MessageId>) -> Param {
     Param::OptId(id.map(Uuid::from))
 }
 
+pub(crate) fn id_param_run(id: Option<conversation_core::RunId>) -> Param {
+    Param::OptId(id.map(Uuid::from))
+}
+
 impl PostgresStore {
     /// A message of the locked conversation `id`; `NotFound` when it is not one.
     pub(crate) async fn resolve(
@@ -230,6 +234,12 @@ impl PostgresStore {
                 Param::Bool(fork.archived),
                 Param::Json(Value::Object(fork.metadata.clone())),
                 Param::Int(to_i64(fork.version, "version")?),
+                Param::OptTime(fork.archived_at),
+                id_param_run(fork.active_run_id),
+                Param::Int(to_i64(fork.usage.prompt_tokens, "prompt_tokens")?),
+                Param::Int(to_i64(fork.usage.completion_tokens, "completion_tokens")?),
+                Param::Int(to_i64(fork.usage.total_tokens, "total_tokens")?),
+                Param::Text(crate::write::title_words(fork)),
             ],
         ))
     }

@@ -7,13 +7,17 @@
 //! rules decide, and write what was decided.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use conversation_core::backend::{
-    AppendPlan, ResolvedParent, apply_automatic_title, check_expected_version, fork_of, stamp,
+    AppendPlan, ResolvedParent, apply_automatic_title, check_expected_version, fork_of, lease_end,
+    stamp, truncate_to_millis,
 };
 use conversation_core::{
-    Append, Appended, Conversation, ConversationId, ConversationPatch, Error, Message, MessageId,
-    Parent, Result, Scope, Siblings, TitleOutcome, TitleSource,
+    Append, Appended, Conversation, ConversationId, ConversationPatch, Entity, Error,
+    ImportOutcome, ImportedConversation, Message, MessageId, NewRun, Parent, Result, Run, RunId,
+    RunOutcome, RunStatus, Scope, Siblings, TitleOutcome, TitleSource,
 };
 use serde_json::Value;
 use sqlx::postgres::PgConnection;
@@ -24,6 +28,7 @@ use crate::PostgresStore;
 use crate::error::{db, message_not_found};
 use crate::plans::{Param, Read};
 use crate::rows::{self, count, get, to_i64};
+use crate::search;
 use crate::tree::{Children, Head, id_param};
 
 impl PostgresStore {
@@ -153,11 +158,25 @@ impl PostgresStore {
             .bind(siblings.last.map(|seq| to_i64(seq, "seq")).transpose()?)
             .bind(plan.head_seq().map(|seq| to_i64(seq, "seq")).transpose()?)
             .bind(to_i64(depth + new.len() as u64, "depth")?)
+            .bind(
+                new.iter()
+                    .map(|m| search::words(conversation.scope.as_str(), &m.content))
+                    .collect::<Vec<_>>(),
+            )
+            .bind(title_words(conversation))
             .execute(&mut *conn)
             .await
             .map_err(db(WHAT))?;
         Ok(())
     }
+}
+
+/// The `tsvector` literal of a conversation's title (empty without one).
+pub(crate) fn title_words(conversation: &Conversation) -> String {
+    search::words(
+        conversation.scope.as_str(),
+        conversation.title.as_deref().unwrap_or_default(),
+    )
 }
 
 pub(crate) async fn append(
@@ -235,12 +254,12 @@ pub(crate) async fn append(
         store.insert_chain(conn, &plan, depth, siblings).await?;
     }
     let siblings = store.siblings_of(conn, id, reread, WHAT).await?;
-    Ok(plan.into_appended(|message| {
-        siblings
+    plan.into_appended(|message| {
+        Ok(siblings
             .get(&message.id)
             .cloned()
-            .unwrap_or_else(|| Siblings::only(message.id))
-    }))
+            .unwrap_or_else(|| Siblings::only(message.id)))
+    })
 }
 
 pub(crate) async fn update(
@@ -264,7 +283,12 @@ pub(crate) async fn update(
     check_expected_version(patch.expected_version, conversation.version)?;
     let old_head = conversation.head_id;
     let at = stamp(&*store.clock, conversation.updated_at);
-    patch.apply_to(&mut conversation, new_head.map(|head| head.id), at);
+    patch.apply_to(
+        &mut conversation,
+        new_head.map(|head| head.id),
+        at,
+        &store.limits,
+    )?;
     let head = match new_head {
         Some(head) => {
             if Some(head.id) != old_head {
@@ -287,6 +311,8 @@ pub(crate) async fn update(
         head_id,
         head_seq,
         head_depth,
+        Param::OptTime(conversation.archived_at),
+        Param::Text(title_words(&conversation)),
     ];
     PostgresStore::statement(&store.sql.update_conversation, params)
         .query(false)
@@ -407,6 +433,7 @@ pub(crate) async fn set_title(
             .bind(conversation.title.as_deref())
             .bind(conversation.title_source.as_str())
             .bind(to_i64(conversation.version, "version")?)
+            .bind(title_words(&conversation))
             .execute(&mut *conn)
             .await
             .map_err(db(WHAT))?;
@@ -415,4 +442,415 @@ pub(crate) async fn set_title(
         conversation,
         applied,
     })
+}
+
+/// The parameters of [`crate::sql::Statements::insert_conversation`]: the columns of
+/// [`crate::sql::CONVERSATION_COLUMNS`] and the title's words.
+pub(crate) fn insert_params(c: &Conversation) -> Result<Vec<Param>> {
+    Ok(vec![
+        Param::Id(*c.id.as_uuid()),
+        Param::Text(c.scope.as_str().to_owned()),
+        Param::OptText(c.title.clone()),
+        Param::Text(c.title_source.as_str().to_owned()),
+        Param::Time(c.created_at),
+        Param::Time(c.updated_at),
+        Param::Int(to_i64(c.message_count, "message_count")?),
+        Param::Int(to_i64(c.last_seq, "last_seq")?),
+        id_param(c.head_id),
+        Param::Bool(c.pinned),
+        Param::Bool(c.archived),
+        Param::Json(Value::Object(c.metadata.clone())),
+        Param::Int(to_i64(c.version, "version")?),
+        Param::OptTime(c.archived_at),
+        crate::tree::id_param_run(c.active_run_id),
+        Param::Int(to_i64(c.usage.prompt_tokens, "prompt_tokens")?),
+        Param::Int(to_i64(c.usage.completion_tokens, "completion_tokens")?),
+        Param::Int(to_i64(c.usage.total_tokens, "total_tokens")?),
+        Param::Text(title_words(c)),
+    ])
+}
+
+pub(crate) async fn delete(
+    store: &PostgresStore,
+    conn: &mut PgConnection,
+    scope: &Scope,
+    id: ConversationId,
+    expected_version: Option<u64>,
+) -> Result<()> {
+    const WHAT: &str = "delete conversation";
+    let (conversation, _) = store.lock(conn, scope, id, WHAT).await?;
+    check_expected_version(expected_version, conversation.version)?;
+    PostgresStore::statement(&store.sql.delete_locked, vec![Param::Id(*id.as_uuid())])
+        .query(false)
+        .execute(&mut *conn)
+        .await
+        .map_err(db(WHAT))?;
+    Ok(())
+}
+
+fn run_not_found() -> Error {
+    Error::NotFound {
+        entity: Entity::Run,
+    }
+}
+
+/// A run of the locked conversation, as stored (not settled).
+async fn stored_run(
+    store: &PostgresStore,
+    conn: &mut PgConnection,
+    id: ConversationId,
+    run: RunId,
+    what: &'static str,
+) -> Result<Option<Run>> {
+    let row = PostgresStore::statement(
+        &store.sql.run,
+        vec![Param::Id(*id.as_uuid()), Param::Id(*run.as_uuid())],
+    )
+    .query(false)
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(db(what))?;
+    match row {
+        Some(row) => rows::run(&row),
+        None => Ok(None),
+    }
+}
+
+/// Writes a run, every column.
+async fn write_run(
+    store: &PostgresStore,
+    conn: &mut PgConnection,
+    run: &Run,
+    what: &'static str,
+) -> Result<()> {
+    let error = run
+        .error
+        .as_ref()
+        .map(serde_json::to_value)
+        .transpose()
+        .map_err(|e| Error::backend(format!("{what}: encode the run's error"), e))?;
+    let pending = serde_json::to_value(&run.pending_tool_calls)
+        .map_err(|e| Error::backend(format!("{what}: encode the pending tool calls"), e))?;
+    let params = vec![
+        Param::Id(*run.id.as_uuid()),
+        Param::Id(*run.conversation_id.as_uuid()),
+        Param::Text(run.status.as_str().to_owned()),
+        Param::Time(run.started_at),
+        Param::OptTime(run.finished_at),
+        Param::Time(run.lease_until),
+        Param::Bool(run.cancel_requested),
+        Param::Int(i64::from(run.steps)),
+        Param::Int(to_i64(run.usage.prompt_tokens, "prompt_tokens")?),
+        Param::Int(to_i64(run.usage.completion_tokens, "completion_tokens")?),
+        Param::Int(to_i64(run.usage.total_tokens, "total_tokens")?),
+        Param::OptJson(error),
+        Param::Json(pending),
+    ];
+    PostgresStore::statement(&store.sql.upsert_run, params)
+        .query(false)
+        .execute(&mut *conn)
+        .await
+        .map_err(db(what))?;
+    Ok(())
+}
+
+/// Writes the run columns of the locked conversation: `active_run_id` and the usage.
+async fn write_run_columns(
+    store: &PostgresStore,
+    conn: &mut PgConnection,
+    c: &Conversation,
+    what: &'static str,
+) -> Result<()> {
+    let params = vec![
+        Param::Id(*c.id.as_uuid()),
+        crate::tree::id_param_run(c.active_run_id),
+        Param::Int(to_i64(c.usage.prompt_tokens, "prompt_tokens")?),
+        Param::Int(to_i64(c.usage.completion_tokens, "completion_tokens")?),
+        Param::Int(to_i64(c.usage.total_tokens, "total_tokens")?),
+    ];
+    PostgresStore::statement(&store.sql.set_run_columns, params)
+        .query(false)
+        .execute(&mut *conn)
+        .await
+        .map_err(db(what))?;
+    Ok(())
+}
+
+pub(crate) async fn start_run(
+    store: &PostgresStore,
+    conn: &mut PgConnection,
+    scope: &Scope,
+    id: ConversationId,
+    new: NewRun,
+) -> Result<Run> {
+    const WHAT: &str = "start a run";
+    let (mut conversation, _) = store.lock(conn, scope, id, WHAT).await?;
+    // Read after the lock: the time of a write that follows every earlier one.
+    let now = truncate_to_millis(store.clock.now());
+    if let Some(existing) = stored_run(store, conn, id, new.id, WHAT).await? {
+        // A retried start: answered from storage, never started again.
+        return Ok(existing.settled(now));
+    }
+    if let Some(active) = conversation.active_run_id
+        && let Some(run) = stored_run(store, conn, id, active, WHAT).await?
+    {
+        if run.is_live(now) {
+            return Err(Error::RunInProgress { run_id: active });
+        }
+        // Abandoned: it stays failed from now on.
+        let settled = run.clone().settled(now);
+        if settled != run {
+            write_run(store, conn, &settled, WHAT).await?;
+        }
+    }
+    let mut run = new.into_run(id, now);
+    run.lease_until = truncate_to_millis(run.lease_until);
+    write_run(store, conn, &run, WHAT).await?;
+    conversation.active_run_id = Some(run.id);
+    write_run_columns(store, conn, &conversation, WHAT).await?;
+    Ok(run)
+}
+
+/// Changes one run of the locked conversation with `change` (given the run settled at
+/// the time of the write, and the conversation, for its usage) and stores what
+/// changed. A run the change leaves ended is no longer the conversation's
+/// `active_run_id`.
+pub(crate) async fn change_run(
+    store: &PostgresStore,
+    conn: &mut PgConnection,
+    scope: &Scope,
+    id: ConversationId,
+    run: RunId,
+    what: &'static str,
+    change: impl FnOnce(&mut Run, &mut Conversation, DateTime<Utc>),
+) -> Result<Run> {
+    let (mut conversation, _) = store.lock(conn, scope, id, what).await?;
+    let now = truncate_to_millis(store.clock.now());
+    let before = stored_run(store, conn, id, run, what)
+        .await?
+        .ok_or_else(run_not_found)?;
+    let conversation_before = conversation.clone();
+    let mut changed = before.clone().settled(now);
+    change(&mut changed, &mut conversation, now);
+    if changed.status.is_terminal() && conversation.active_run_id == Some(run) {
+        conversation.active_run_id = None;
+    }
+    if changed != before {
+        write_run(store, conn, &changed, what).await?;
+    }
+    if conversation != conversation_before {
+        write_run_columns(store, conn, &conversation, what).await?;
+    }
+    Ok(changed)
+}
+
+/// A renewal: a running run's lease runs `lease` from now.
+pub(crate) fn renew(lease: Duration) -> impl FnOnce(&mut Run, &mut Conversation, DateTime<Utc>) {
+    move |run, _, now| {
+        if run.status == RunStatus::Running {
+            run.lease_until = truncate_to_millis(lease_end(now, lease));
+        }
+    }
+}
+
+/// A cancel request: a running run is asked to stop.
+pub(crate) fn cancel(run: &mut Run, _: &mut Conversation, _: DateTime<Utc>) {
+    if run.status == RunStatus::Running {
+        run.cancel_requested = true;
+    }
+}
+
+/// An end: the outcome applies once, and its usage adds to the conversation's.
+pub(crate) fn finish(
+    outcome: RunOutcome,
+) -> impl FnOnce(&mut Run, &mut Conversation, DateTime<Utc>) {
+    move |run, conversation, now| {
+        if outcome.apply_to(run, now) {
+            conversation.usage += run.usage;
+        }
+    }
+}
+
+/// The tree columns of an imported message, derived from the parents.
+struct ImportedNode {
+    depth: u64,
+    sibling_index: u64,
+    last_sibling: bool,
+    on_path: bool,
+}
+
+/// Imports a whole conversation, checked already with
+/// [`ImportedConversation::check`](conversation_core::ImportedConversation::check):
+/// its row (with no message and no head, then the tree columns once the messages
+/// are in: the row and its head reference each other), its messages with their tree
+/// columns, their words.
+pub(crate) async fn import(
+    store: &PostgresStore,
+    conn: &mut PgConnection,
+    scope: &Scope,
+    imported: ImportedConversation,
+) -> Result<ImportOutcome> {
+    const WHAT: &str = "import a conversation";
+    let ImportedConversation {
+        mut conversation,
+        mut messages,
+    } = imported;
+    conversation.scope = scope.clone();
+    conversation.created_at = truncate_to_millis(conversation.created_at);
+    conversation.updated_at = truncate_to_millis(conversation.updated_at);
+    // An archive time belongs to an archived conversation only (the table's rule).
+    conversation.archived_at = conversation
+        .archived_at
+        .filter(|_| conversation.archived)
+        .map(truncate_to_millis);
+    // The tree columns, from the parents (each parent precedes its children).
+    let mut nodes: HashMap<MessageId, ImportedNode> = HashMap::with_capacity(messages.len());
+    let mut children: HashMap<Option<MessageId>, Vec<MessageId>> = HashMap::new();
+    for message in &mut messages {
+        message.created_at = truncate_to_millis(message.created_at);
+        let depth = match message.parent_id {
+            Some(parent) => nodes.get(&parent).ok_or_else(message_not_found)?.depth + 1,
+            None => 1,
+        };
+        let siblings = children.entry(message.parent_id).or_default();
+        if let Some(previous) = siblings.last().and_then(|last| nodes.get_mut(last)) {
+            previous.last_sibling = false;
+        }
+        nodes.insert(
+            message.id,
+            ImportedNode {
+                depth,
+                sibling_index: siblings.len() as u64,
+                last_sibling: true,
+                on_path: false,
+            },
+        );
+        siblings.push(message.id);
+    }
+    let parents: HashMap<MessageId, Option<MessageId>> =
+        messages.iter().map(|m| (m.id, m.parent_id)).collect();
+    let mut at = conversation.head_id;
+    while let Some(message) = at {
+        let node = nodes.get_mut(&message).ok_or_else(message_not_found)?;
+        node.on_path = true;
+        at = parents.get(&message).copied().flatten();
+    }
+    let head = match conversation.head_id {
+        Some(head) => {
+            let node = nodes.get(&head).ok_or_else(message_not_found)?;
+            let seq = messages
+                .iter()
+                .find(|m| m.id == head)
+                .map(|m| m.seq)
+                .ok_or_else(message_not_found)?;
+            Some(Head {
+                id: head,
+                seq,
+                depth: node.depth,
+            })
+        }
+        None => None,
+    };
+    // The row first, empty: the head references a message, which references the row.
+    let empty = Conversation {
+        message_count: 0,
+        head_id: None,
+        ..conversation.clone()
+    };
+    let inserted = PostgresStore::statement(&store.sql.insert_conversation, insert_params(&empty)?)
+        .query(false)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(db(WHAT))?;
+    if inserted.is_none() {
+        let stored: Option<String> = PostgresStore::statement(
+            &store.sql.scope_of,
+            vec![Param::Id(*conversation.id.as_uuid())],
+        )
+        .query(false)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(db(WHAT))?
+        .map(|row| get(&row, "scope"))
+        .transpose()?;
+        return Ok(match stored {
+            Some(stored) if stored == scope.as_str() => ImportOutcome::AlreadyPresent,
+            _ => ImportOutcome::IdTaken,
+        });
+    }
+    if !messages.is_empty() {
+        let node = |m: &Message| nodes.get(&m.id).ok_or_else(message_not_found);
+        let mut columns = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let mut flags = (Vec::new(), Vec::new());
+        for message in &messages {
+            let n = node(message)?;
+            columns.0.push(to_i64(message.seq, "seq")?);
+            columns.1.push(*message.id.as_uuid());
+            columns.2.push(message.parent_id.map(Uuid::from));
+            columns.3.push(to_i64(n.depth, "depth")?);
+            columns.4.push(to_i64(n.sibling_index, "sibling index")?);
+            flags.0.push(n.last_sibling);
+            flags.1.push(n.on_path);
+        }
+        let tool_calls = messages
+            .iter()
+            .map(|m| serde_json::to_value(&m.tool_calls))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| Error::backend("import a conversation: encode tool calls", e))?;
+        sqlx::query(AssertSqlSafe(store.sql.import_messages.clone()))
+            .bind(conversation.id.as_uuid())
+            .bind(columns.0)
+            .bind(columns.1)
+            .bind(columns.2)
+            .bind(columns.3)
+            .bind(columns.4)
+            .bind(flags.0)
+            .bind(flags.1)
+            .bind(messages.iter().map(|m| m.role.as_str()).collect::<Vec<_>>())
+            .bind(
+                messages
+                    .iter()
+                    .map(|m| m.content.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(tool_calls)
+            .bind(
+                messages
+                    .iter()
+                    .map(|m| m.tool_call_id.as_deref())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                messages
+                    .iter()
+                    .map(|m| Value::Object(m.metadata.clone()))
+                    .collect::<Vec<_>>(),
+            )
+            .bind(messages.iter().map(|m| m.created_at).collect::<Vec<_>>())
+            .bind(
+                messages
+                    .iter()
+                    .map(|m| search::words(scope.as_str(), &m.content))
+                    .collect::<Vec<_>>(),
+            )
+            .execute(&mut *conn)
+            .await
+            .map_err(db(WHAT))?;
+        let [head_id, head_seq, head_depth] = Head::params(head)?;
+        PostgresStore::statement(
+            &store.sql.import_head,
+            vec![
+                Param::Id(*conversation.id.as_uuid()),
+                Param::Int(to_i64(conversation.message_count, "message_count")?),
+                head_id,
+                head_seq,
+                head_depth,
+            ],
+        )
+        .query(false)
+        .execute(&mut *conn)
+        .await
+        .map_err(db(WHAT))?;
+    }
+    Ok(ImportOutcome::Imported)
 }

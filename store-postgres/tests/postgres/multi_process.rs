@@ -491,3 +491,70 @@ async fn processes_branching_and_deleting_at_once_lose_nothing() {
     tree::check_workload(&*store, &scope, chat.id, &initial, &journals).await;
     store.assert_tree_columns(chat.id).await;
 }
+
+/// Promise 13 across instances: a run's status lives in the store. One instance (its
+/// own pool, its own connections) starts a run; another sees it live, is refused a
+/// second start, and asks it to stop; the runner learns of the request from its next
+/// renewal, ends it, and the other instance reads the end and the usage.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_started_by_one_instance_is_seen_and_cancelled_by_another() {
+    use conversation_core::{NewRun, RunOutcome, RunStatus, Usage};
+
+    let runner = support::TestStore::new().await;
+    let other = PostgresStore::connect_with(
+        support::url(),
+        PostgresOptions::new().schema(runner.schema_name()),
+    )
+    .await
+    .unwrap();
+    let scope = Scope::new("runs").unwrap();
+    let chat = runner
+        .create_conversation(&scope, conversation_core::NewConversation::new())
+        .await
+        .unwrap();
+    let run = runner
+        .start_run(&scope, chat.id, NewRun::new(Duration::from_secs(60)))
+        .await
+        .unwrap();
+
+    let seen = other.get_run(&scope, chat.id, run.id).await.unwrap();
+    assert_eq!(seen.status, RunStatus::Running);
+    let conversation = other.get_conversation(&scope, chat.id).await.unwrap();
+    assert_eq!(conversation.active_run_id, Some(run.id));
+    let refused = other
+        .start_run(&scope, chat.id, NewRun::new(Duration::from_secs(60)))
+        .await;
+    assert!(
+        matches!(refused, Err(conversation_core::Error::RunInProgress { run_id }) if run_id == run.id),
+        "{refused:?}"
+    );
+
+    let cancelled = other.cancel_run(&scope, chat.id, run.id).await.unwrap();
+    assert!(cancelled.cancel_requested);
+    let renewed = runner
+        .renew_run(&scope, chat.id, run.id, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert!(renewed.cancel_requested, "the runner reads the request");
+    let mut outcome = RunOutcome::new(RunStatus::Cancelled);
+    outcome.usage = Usage {
+        prompt_tokens: 10,
+        completion_tokens: 2,
+        total_tokens: 12,
+    };
+    runner
+        .finish_run(&scope, chat.id, run.id, outcome)
+        .await
+        .unwrap();
+
+    let ended = other.get_run(&scope, chat.id, run.id).await.unwrap();
+    assert_eq!(ended.status, RunStatus::Cancelled);
+    let conversation = other.get_conversation(&scope, chat.id).await.unwrap();
+    assert_eq!(conversation.active_run_id, None);
+    assert_eq!(conversation.usage.total_tokens, 12);
+    assert_eq!(
+        conversation.version, chat.version,
+        "runs are no change of the row"
+    );
+    other.close().await;
+}

@@ -1,7 +1,8 @@
 //! Schemas and migrations: where the tables go and how they live beside a host's own.
 
 use conversation_core::{
-    Append, ConversationId, Error, NewConversation, NewMessage, Parent, Scope, Siblings, Store,
+    Append, ArchivedFilter, ConversationId, ConversationQuery, Error, Expiry, NewConversation,
+    NewMessage, Parent, RetentionQuery, Scope, SearchQuery, Siblings, Store,
 };
 use conversation_store_postgres::{
     MIGRATIONS_TABLE, PgPoolOptions, PostgresOptions, PostgresStore,
@@ -52,9 +53,15 @@ async fn migrations_create_the_schema_once_with_their_own_table() {
     assert_eq!(first.schema(), schema);
     assert_eq!(
         tables_in(&schema).await,
-        vec![MIGRATIONS_TABLE, "conversations", "messages"]
+        vec![
+            MIGRATIONS_TABLE,
+            "conversations",
+            "messages",
+            "runs",
+            "search_state"
+        ]
     );
-    assert_eq!(applied(&schema, MIGRATIONS_TABLE).await, vec![1, 2]);
+    assert_eq!(applied(&schema, MIGRATIONS_TABLE).await, vec![1, 2, 3]);
 
     let scope = Scope::new("restart").unwrap();
     let chat = first
@@ -69,7 +76,7 @@ async fn migrations_create_the_schema_once_with_their_own_table() {
         PostgresStore::connect_with(support::url(), options()),
     );
     let (second, third) = (second.unwrap(), third.unwrap());
-    assert_eq!(applied(&schema, MIGRATIONS_TABLE).await, vec![1, 2]);
+    assert_eq!(applied(&schema, MIGRATIONS_TABLE).await, vec![1, 2, 3]);
     assert_eq!(
         second.get_conversation(&scope, chat.id).await.unwrap(),
         chat
@@ -117,7 +124,7 @@ async fn host_migrations_in_the_same_schema_do_not_collide() {
     store.migrate().await.expect("ours still find only ours");
 
     assert_eq!(applied(&schema, "_sqlx_migrations").await, vec![1]);
-    assert_eq!(applied(&schema, MIGRATIONS_TABLE).await, vec![1, 2]);
+    assert_eq!(applied(&schema, MIGRATIONS_TABLE).await, vec![1, 2, 3]);
     assert_eq!(
         tables_in(&schema).await,
         vec![
@@ -125,7 +132,9 @@ async fn host_migrations_in_the_same_schema_do_not_collide() {
             MIGRATIONS_TABLE,
             "conversations",
             "host_things",
-            "messages"
+            "messages",
+            "runs",
+            "search_state"
         ]
     );
     store.pool().close().await;
@@ -297,7 +306,7 @@ async fn the_tree_migration_makes_existing_conversations_linear_trees() {
         admin.execute(AssertSqlSafe(statement)).await.unwrap();
     }
 
-    store.migrate().await.unwrap();
+    store.migrate_up_to(2).await.unwrap();
     assert_eq!(applied(&schema, MIGRATIONS_TABLE).await, vec![1, 2]);
     let indexes: Vec<String> = sqlx::query_scalar(
         "SELECT indexname::text FROM pg_indexes WHERE schemaname = $1 \
@@ -322,7 +331,94 @@ async fn the_tree_migration_makes_existing_conversations_linear_trees() {
         ]
     );
 
+    // Then 0003 (runs, search, lifecycle) on the same data: the search columns are
+    // filled by the migrator, archived conversations count as archived at their last
+    // activity, usage starts at zero.
+    admin
+        .execute(AssertSqlSafe(format!(
+            "UPDATE {s}.conversations SET archived = true WHERE id = '{elsewhere}'"
+        )))
+        .await
+        .unwrap();
+    let unindexed: i64 =
+        sqlx::query_scalar(AssertSqlSafe(format!("SELECT count(*) FROM {s}.messages")))
+            .fetch_one(&mut admin)
+            .await
+            .unwrap();
+    assert_eq!(unindexed, 254);
+    store.migrate().await.unwrap();
+    assert_eq!(applied(&schema, MIGRATIONS_TABLE).await, vec![1, 2, 3]);
+    let left: i64 = sqlx::query_scalar(AssertSqlSafe(format!(
+        "SELECT (SELECT count(*) FROM {s}.messages WHERE words IS NULL) \
+              + (SELECT count(*) FROM {s}.conversations WHERE title_words IS NULL)"
+    )))
+    .fetch_one(&mut admin)
+    .await
+    .unwrap();
+    assert_eq!(left, 0, "every row is indexed");
+    let rule: Option<String> = sqlx::query_scalar(AssertSqlSafe(format!(
+        "SELECT words_rule FROM {s}.search_state"
+    )))
+    .fetch_one(&mut admin)
+    .await
+    .unwrap();
+    assert_eq!(rule, Some(conversation_core::backend::words_rule()));
+
     let old = Scope::new("old").unwrap();
+    let other = Scope::new("other").unwrap();
+    let found = |scope: Scope, text: &'static str| {
+        let store = &store;
+        async move {
+            let page = store.search(&scope, &SearchQuery::new(text)).await.unwrap();
+            page.items
+                .into_iter()
+                .map(|hit| (hit.conversation.id, hit.matches.len()))
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(found(old.clone(), "how many ROWS").await, vec![(tools, 1)]);
+    assert_eq!(
+        found(old.clone(), "old 250").await,
+        vec![(long, 2)],
+        "its title and its message"
+    );
+    let titled = found(old.clone(), "Old 0").await;
+    assert_eq!(titled, vec![(empty, 1)], "titles are indexed");
+    assert!(
+        found(other.clone(), "rows").await.is_empty(),
+        "scopes stay apart"
+    );
+    let archived_hits = store
+        .search(
+            &other,
+            &SearchQuery::new("old").archived(ArchivedFilter::Include),
+        )
+        .await
+        .unwrap();
+    assert_eq!(archived_hits.items.len(), 1);
+    let archived = store.get_conversation(&other, elsewhere).await.unwrap();
+    assert!(archived.archived);
+    assert_eq!(archived.archived_at, Some(archived.updated_at));
+    assert_eq!(archived.usage, conversation_core::Usage::default());
+    assert_eq!(archived.active_run_id, None);
+    let by_metadata = store
+        .list_conversations(&old, &ConversationQuery::new().metadata_equals("k", 1))
+        .await
+        .unwrap();
+    assert_eq!(by_metadata.items.len(), 3);
+    let expired = store
+        .list_expired(&RetentionQuery::new(
+            Expiry::ArchivedBefore(chrono::Utc::now() + chrono::TimeDelta::hours(1)),
+            10,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        expired.iter().map(|e| e.id).collect::<Vec<_>>(),
+        vec![elsewhere]
+    );
+    // A second start finds the index current and leaves it.
+    store.migrate().await.unwrap();
     for (id, scope, count) in [
         (tools, &old, 3),
         (empty, &old, 0),

@@ -9,8 +9,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use conversation_core::{
     Append, Appended, Clock, Conversation, ConversationId, ConversationPatch, ConversationQuery,
-    Message, MessageId, MessagePage, MessageQuery, MessageView, NewConversation, Page, RecentQuery,
-    Result, Scope, Store, TitleOutcome, TitleSource,
+    ExpiredConversation, ImportOutcome, ImportedConversation, Message, MessageId, MessagePage,
+    MessageQuery, MessageView, NewConversation, NewRun, Page, RecentQuery, Result, RetentionQuery,
+    Run, RunId, RunOutcome, Scope, SearchHit, SearchQuery, Store, TitleOutcome, TitleSource,
 };
 use conversation_store_postgres::{
     PgConnectOptions, PgPoolOptions, PostgresOptions, PostgresStore,
@@ -347,8 +348,15 @@ impl Store for TestStore {
     ) -> Result<Conversation> {
         self.store.update_conversation(scope, id, patch).await
     }
-    async fn delete_conversation(&self, scope: &Scope, id: ConversationId) -> Result<()> {
-        self.store.delete_conversation(scope, id).await
+    async fn delete_conversation(
+        &self,
+        scope: &Scope,
+        id: ConversationId,
+        expected_version: Option<u64>,
+    ) -> Result<()> {
+        self.store
+            .delete_conversation(scope, id, expected_version)
+            .await
     }
     async fn append_messages(
         &self,
@@ -411,6 +419,46 @@ impl Store for TestStore {
         self.store
             .set_title_unless_user(scope, id, title, source)
             .await
+    }
+    async fn start_run(&self, scope: &Scope, id: ConversationId, run: NewRun) -> Result<Run> {
+        self.store.start_run(scope, id, run).await
+    }
+    async fn renew_run(
+        &self,
+        scope: &Scope,
+        id: ConversationId,
+        run: RunId,
+        lease: Duration,
+    ) -> Result<Run> {
+        self.store.renew_run(scope, id, run, lease).await
+    }
+    async fn cancel_run(&self, scope: &Scope, id: ConversationId, run: RunId) -> Result<Run> {
+        self.store.cancel_run(scope, id, run).await
+    }
+    async fn finish_run(
+        &self,
+        scope: &Scope,
+        id: ConversationId,
+        run: RunId,
+        outcome: RunOutcome,
+    ) -> Result<Run> {
+        self.store.finish_run(scope, id, run, outcome).await
+    }
+    async fn get_run(&self, scope: &Scope, id: ConversationId, run: RunId) -> Result<Run> {
+        self.store.get_run(scope, id, run).await
+    }
+    async fn search(&self, scope: &Scope, query: &SearchQuery) -> Result<Page<SearchHit>> {
+        self.store.search(scope, query).await
+    }
+    async fn import_conversation(
+        &self,
+        scope: &Scope,
+        conversation: ImportedConversation,
+    ) -> Result<ImportOutcome> {
+        self.store.import_conversation(scope, conversation).await
+    }
+    async fn list_expired(&self, query: &RetentionQuery) -> Result<Vec<ExpiredConversation>> {
+        self.store.list_expired(query).await
     }
     async fn health(&self) -> Result<()> {
         self.store.health().await
