@@ -484,8 +484,9 @@ fn load_seconds(quick: bool) -> u64 {
     if quick { 3 } else { 8 }
 }
 
-/// The `wrk`-style runs: `GET conversation` (and the static asset on the run's
-/// server) with one connection, then with 32.
+/// The `wrk`-style runs: `GET conversation`, `GET messages?limit=20` (and the
+/// static asset on the run's server) with one connection, then `GET conversation`
+/// and the static asset with 32.
 fn load_runs(runner: &mut Runner<'_>, servers: &[Server]) -> Result<()> {
     let seconds = load_seconds(runner.scale.quick);
     let wrk = wrk_version();
@@ -505,11 +506,15 @@ fn load_runs(runner: &mut Runner<'_>, servers: &[Server]) -> Result<()> {
             runs.push((server, Call::Static));
         }
         runs.push((server, Call::GetConversation));
+        runs.push((server, Call::GetMessages));
     }
     for connections in [1, CONNECTIONS] {
         for (server, call) in &runs {
             let what = match call {
                 Call::Static => "static",
+                Call::GetMessages if connections == 1 => "get_messages20@500",
+                // The throughput run reads conversations only, as the table.
+                Call::GetMessages => continue,
                 _ => "get_conversation",
             };
             let operation = format!("{}http_c{connections}_{what}", server.party.prefix());

@@ -249,7 +249,7 @@ impl Target {
         scope: &Scope,
         id: ConversationId,
         count: usize,
-        message: &dyn Fn(u64) -> NewMessage,
+        message: &(dyn Fn(u64) -> NewMessage + Sync),
     ) -> Result<()> {
         match self {
             Target::Memory(store) => rt.block_on(async {
@@ -482,7 +482,7 @@ async fn pg_seed_messages(
     clock: &mut i64,
     id: ConversationId,
     count: usize,
-    message: &dyn Fn(u64) -> NewMessage,
+    message: &(dyn Fn(u64) -> NewMessage + Sync),
 ) -> Result<()> {
     let statement = format!(
         "INSERT INTO \"{schema}\".messages (conversation_id, seq, id, parent_id, depth, \
