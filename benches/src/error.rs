@@ -10,6 +10,7 @@ pub enum Error {
     #[error("raw SQLite: {0}")]
     Sqlite(#[from] rusqlite::Error),
     /// The PostgreSQL seeding or clean-up failed.
+    #[cfg(feature = "postgres")]
     #[error("PostgreSQL: {0}")]
     Postgres(#[from] sqlx::Error),
     /// A file or the runtime failed.

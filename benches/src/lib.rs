@@ -19,9 +19,11 @@ mod error;
 mod http;
 pub mod probe;
 pub mod report;
+mod search;
 pub mod sqlite;
 pub mod stats;
 mod target;
+mod tree;
 pub mod workload;
 
 pub use error::{Error, Result};

@@ -14,7 +14,7 @@ use std::hint::black_box;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use conversation_core::backend::ListCursor;
+use conversation_core::backend::{ListCursor, SearchTerms, tokenize};
 use conversation_core::{ArchivedFilter, ConversationId, NewMessage, Scope};
 use conversation_store_sqlite::sql::{self, conversation_column as cc};
 use rusqlite::types::Value;
@@ -216,25 +216,117 @@ impl RawSqlite {
         Ok(())
     }
 
-    /// A durable create: `BEGIN IMMEDIATE`, the store's insert, `COMMIT`.
+    /// A search page of `limit` conversations as the store runs it: the scope's key,
+    /// [`sql::search_hits`] (one row more than the page), then
+    /// [`sql::MATCHED_MESSAGE`] for each matched message of the page's hits. Returns
+    /// how many conversations the page holds.
+    ///
+    /// # Errors
+    /// SQLite's.
+    pub fn search(&self, scope: &Scope, text: &str, limit: usize) -> Result<usize> {
+        let conn = &self.reader;
+        let key: i64 = conn
+            .prepare_cached(sql::SEARCH_SCOPE_KEY)?
+            .query_row([scope.as_str()], |row| row.get(0))?;
+        let terms = SearchTerms::parse(text)?;
+        let words = terms.words();
+        let expression = words
+            .iter()
+            .enumerate()
+            .map(|(i, word)| {
+                let star = if terms.prefix() && i + 1 == words.len() {
+                    "*"
+                } else {
+                    ""
+                };
+                format!("\"{key}_{}\"{star}", word.replace('"', "\"\""))
+            })
+            .collect::<Vec<_>>()
+            .join(" ");
+        let statement = sql::search_hits(ArchivedFilter::Exclude, false, limit + 1);
+        let mut prepared = conn.prepare_cached(&statement)?;
+        let columns = prepared.column_count();
+        let mut rows = prepared.query(params![expression, scope.as_str()])?;
+        let mut hits = Vec::with_capacity(limit + 1);
+        while let Some(row) = rows.next()? {
+            for column in 0..columns - 1 {
+                black_box(row.get::<_, Value>(column)?);
+            }
+            let id: Vec<u8> = row.get(cc::ID)?;
+            let seqs: String = row.get(columns - 1)?;
+            hits.push((id, seqs));
+        }
+        drop(rows);
+        drop(prepared);
+        let found = hits.len().min(limit);
+        for (id, seqs) in hits.into_iter().take(limit) {
+            for seq in seqs.split(',').filter_map(|seq| seq.parse::<i64>().ok()) {
+                if seq > 0 {
+                    read_one(conn, sql::MATCHED_MESSAGE, &[&id, &seq])?;
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    /// A list page filtered by a title substring, as the list's title filter runs it
+    /// ([`sql::list_conversations`] with `instr(lower(title), ?)`): a walk of the
+    /// scope's conversations in list order until the page is full. Returns the rows.
+    ///
+    /// # Errors
+    /// SQLite's.
+    pub fn title_filter(&self, scope: &Scope, needle: &str, limit: usize) -> Result<usize> {
+        let statement =
+            sql::list_conversations(ArchivedFilter::Exclude, false, false, true, limit + 1);
+        read_all(
+            &self.reader,
+            &statement,
+            &[
+                &scope.as_str(),
+                &None::<bool>,
+                &None::<i64>,
+                &None::<Vec<u8>>,
+                &needle.to_lowercase(),
+            ],
+        )
+    }
+
+    /// A durable create: `BEGIN IMMEDIATE`, the scope's search key, the next
+    /// conversation key, the store's insert, `COMMIT`.
     ///
     /// # Errors
     /// SQLite's.
     pub fn create(&self, scope: &Scope) -> Result<ConversationId> {
         let id = ConversationId::new();
-        self.transaction(|conn| insert_conversation(conn, scope, id, None, now_millis()))?;
+        self.transaction(|conn| {
+            insert_conversation(conn, scope, id, None, now_millis()).map(drop)
+        })?;
         Ok(id)
     }
 
     /// A durable append of `messages` to one conversation after its head, as the
     /// store's writer does it for a request alone in its group: `BEGIN IMMEDIATE`,
-    /// read the conversation, insert each message, add each to the active path,
-    /// write the conversation, `COMMIT`.
+    /// read the conversation, insert each message and its words in the search index,
+    /// add each to the active path, write the conversation, `COMMIT`.
     ///
     /// # Errors
     /// SQLite's.
     pub fn append(&self, scope: &Scope, id: ConversationId, messages: &[NewMessage]) -> Result<()> {
-        self.transaction(|conn| append_on(conn, scope, id, messages))
+        self.transaction(|conn| append_on(conn, scope, id, messages, true))
+    }
+
+    /// [`RawSqlite::append`] without the search index: what a durable append cost
+    /// before there was one.
+    ///
+    /// # Errors
+    /// SQLite's.
+    pub fn append_unindexed(
+        &self,
+        scope: &Scope,
+        id: ConversationId,
+        messages: &[NewMessage],
+    ) -> Result<()> {
+        self.transaction(|conn| append_on(conn, scope, id, messages, false))
     }
 
     /// One transaction appending `message(k)` to each conversation `k` of `ids`: what
@@ -251,7 +343,7 @@ impl RawSqlite {
     ) -> Result<()> {
         self.transaction(|conn| {
             for (k, id) in ids.iter().enumerate() {
-                append_on(conn, scope, *id, &[message(k)])?;
+                append_on(conn, scope, *id, &[message(k)], true)?;
             }
             Ok(())
         })
@@ -298,14 +390,61 @@ fn page_on(
     Ok(())
 }
 
-/// [`sql::INSERT_CONVERSATION`] of a new conversation without messages.
+/// The key of `scope` in the search index, given one first when it has none, as the
+/// store's create does it ([`sql::SEARCH_SCOPE_KEY`], [`sql::INSERT_SEARCH_SCOPE`]).
+fn scope_key(conn: &Connection, scope: &Scope) -> Result<i64> {
+    let read = |conn: &Connection| -> Result<Option<i64>> {
+        let mut statement = conn.prepare_cached(sql::SEARCH_SCOPE_KEY)?;
+        let mut rows = statement.query([scope.as_str()])?;
+        Ok(match rows.next()? {
+            Some(row) => Some(row.get(0)?),
+            None => None,
+        })
+    };
+    if let Some(key) = read(conn)? {
+        return Ok(key);
+    }
+    conn.prepare_cached(sql::INSERT_SEARCH_SCOPE)?
+        .execute([scope.as_str()])?;
+    read(conn)?.ok_or_else(|| Error::harness("raw: no search key for the scope"))
+}
+
+/// The search index's line of words for `text` in the scope of `scope_key`: core's
+/// words (the store's rule), each prefixed with the key.
+pub fn search_words(scope_key: i64, text: &str) -> String {
+    tokenize(text)
+        .into_iter()
+        .map(|token| format!("{scope_key}_{}", token.word))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Adds `text` to the search index as message `seq` (0: the title) of the
+/// conversation whose keys are given ([`sql::INSERT_SEARCH_ROW`]).
+fn index_row(conn: &Connection, keys: (i64, i64), seq: i64, text: &str) -> Result<()> {
+    let (search_key, scope_key) = keys;
+    let words = search_words(scope_key, text);
+    if !words.is_empty() {
+        conn.prepare_cached(sql::INSERT_SEARCH_ROW)?
+            .execute(params![(search_key << 32) | seq, words])?;
+    }
+    Ok(())
+}
+
+/// [`sql::INSERT_CONVERSATION`] of a new conversation without messages, with its keys
+/// in the search index and its title indexed, as the store's create writes it.
+/// Returns its keys (search key, scope key).
 fn insert_conversation(
     conn: &Connection,
     scope: &Scope,
     id: ConversationId,
     title: Option<String>,
     at: i64,
-) -> Result<()> {
+) -> Result<(i64, i64)> {
+    let scope_key = scope_key(conn, scope)?;
+    let search_key: i64 = conn
+        .prepare_cached(sql::NEXT_SEARCH_KEY)?
+        .query_row([], |row| row.get(0))?;
     conn.prepare_cached(sql::INSERT_CONVERSATION)?
         .execute(params![
             &id.as_bytes()[..],
@@ -323,8 +462,18 @@ fn insert_conversation(
             false,
             "{}",
             1_i64,
+            None::<i64>,
+            None::<Vec<u8>>,
+            0_i64,
+            0_i64,
+            0_i64,
+            search_key,
+            scope_key,
         ])?;
-    Ok(())
+    if let Some(title) = &title {
+        index_row(conn, (search_key, scope_key), 0, title)?;
+    }
+    Ok((search_key, scope_key))
 }
 
 /// [`sql::INSERT_MESSAGE`] of message `seq` after `parent_seq`.
@@ -355,12 +504,15 @@ fn insert_message(
     Ok(())
 }
 
-/// The store's append after the head, statement by statement.
+/// The store's append after the head, statement by statement: read the conversation,
+/// insert each message (and, when `indexed`, its words into the search index), add
+/// each to the active path, write the conversation.
 fn append_on(
     conn: &Connection,
     scope: &Scope,
     id: ConversationId,
     messages: &[NewMessage],
+    indexed: bool,
 ) -> Result<()> {
     let row = read_one(
         conn,
@@ -373,13 +525,16 @@ fn append_on(
     let path_len = integer(&row, cc::PATH_LEN)?;
     let version = integer(&row, cc::VERSION)?;
     let updated_at = integer(&row, cc::UPDATED_AT)?;
+    let keys = (
+        integer(&row, cc::SEARCH_KEY)?,
+        integer(&row, cc::SCOPE_KEY)?,
+    );
     let mut parent_id = match row.get(cc::HEAD_ID) {
         Some(Value::Blob(head)) => Some(head.clone()),
         _ => None,
     };
     let at = now_millis().max(updated_at);
     let mut parent_seq = head_seq;
-    let mut ids = Vec::with_capacity(messages.len());
     for (k, message) in messages.iter().enumerate() {
         let seq = last_seq + 1 + k as i64;
         let message_id = uuid::Uuid::now_v7().as_bytes().to_vec();
@@ -393,9 +548,11 @@ fn append_on(
             message,
             at,
         )?;
+        if indexed {
+            index_row(conn, keys, seq, &message.content)?;
+        }
         parent_seq = seq;
-        parent_id = Some(message_id.clone());
-        ids.push(message_id);
+        parent_id = Some(message_id);
     }
     for k in 0..messages.len() {
         conn.prepare_cached(sql::INSERT_PATH)?.execute(params![
@@ -422,6 +579,13 @@ fn append_on(
             row.get(cc::ARCHIVED),
             row.get(cc::METADATA),
             version + 1,
+            row.get(cc::ARCHIVED_AT),
+            row.get(cc::ACTIVE_RUN_ID),
+            row.get(cc::PROMPT_TOKENS),
+            row.get(cc::COMPLETION_TOKENS),
+            row.get(cc::TOTAL_TOKENS),
+            keys.0,
+            keys.1,
         ])?;
     Ok(())
 }
@@ -505,13 +669,35 @@ impl Seeder {
     /// # Errors
     /// SQLite's.
     pub fn messages(&mut self, id: ConversationId, count: usize) -> Result<()> {
+        self.messages_with(id, count, body::message, true)
+    }
+
+    /// Like [`Seeder::messages`] with message `i` (from 0) given by `message`. When
+    /// `indexed`, every message's words go into the search index, as the store's
+    /// append puts them; otherwise the conversation is one a search cannot find (and
+    /// must not be deleted, whose words the store would remove from the index).
+    ///
+    /// # Errors
+    /// SQLite's.
+    pub fn messages_with(
+        &mut self,
+        id: ConversationId,
+        count: usize,
+        message: impl Fn(u64) -> NewMessage,
+        indexed: bool,
+    ) -> Result<()> {
+        let keys: (i64, i64) = self.conn.query_row(
+            "SELECT search_key, scope_key FROM conversations WHERE id = ?1",
+            [&id.as_bytes()[..]],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )?;
         let mut seq = 0_i64;
         let mut parent: Option<Vec<u8>> = None;
         while (seq as usize) < count {
             let end = (seq as usize + SEED_CHUNK).min(count) as i64;
             self.conn.execute_batch("BEGIN")?;
             while seq < end {
-                let message = body::message(seq as u64);
+                let message = message(seq as u64);
                 let message_id = uuid::Uuid::now_v7().as_bytes().to_vec();
                 self.clock += 1;
                 insert_message(
@@ -524,6 +710,9 @@ impl Seeder {
                     &message,
                     self.clock,
                 )?;
+                if indexed {
+                    index_row(&self.conn, keys, seq + 1, &message.content)?;
+                }
                 self.conn
                     .prepare_cached(sql::INSERT_PATH)?
                     .execute(params![&id.as_bytes()[..], seq + 1, 1_i64])?;
@@ -539,6 +728,26 @@ impl Seeder {
             params![&id.as_bytes()[..], count as i64, parent, at],
         )?;
         Ok(())
+    }
+
+    /// The bytes of the database file and of its search index
+    /// ([`sql::DATABASE_BYTES`], [`sql::SEARCH_INDEX_BYTES`]), after a checkpoint,
+    /// and the messages stored.
+    ///
+    /// # Errors
+    /// SQLite's.
+    pub fn sizes(&self) -> Result<(i64, i64, i64)> {
+        self.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")?;
+        let database = self
+            .conn
+            .query_row(sql::DATABASE_BYTES, [], |row| row.get(0))?;
+        let index = self
+            .conn
+            .query_row(sql::SEARCH_INDEX_BYTES, [], |row| row.get(0))?;
+        let messages = self
+            .conn
+            .query_row("SELECT count(*) FROM messages", [], |row| row.get(0))?;
+        Ok((database, index, messages))
     }
 
     /// Moves the WAL into the database file and empties it, then syncs the file, so

@@ -4,18 +4,25 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
+#[cfg(feature = "postgres")]
 use std::time::{SystemTime, UNIX_EPOCH};
 
+#[cfg(feature = "postgres")]
 use chrono::{DateTime, Utc};
-use conversation_core::{Append, ConversationId, NewConversation, Scope, Store};
+use conversation_core::{Append, ConversationId, NewConversation, NewMessage, Scope, Store};
 use conversation_store_memory::MemoryStore;
+#[cfg(feature = "postgres")]
 use conversation_store_postgres::{PostgresOptions, PostgresStore};
 use conversation_store_sqlite::SqliteStore;
+#[cfg(feature = "postgres")]
 use sqlx::{AssertSqlSafe, Executor as _};
 use tokio::runtime::Runtime;
+#[cfg(feature = "postgres")]
 use uuid::Uuid;
 
-use crate::sqlite::{RawSqlite, Seeder, now_millis};
+#[cfg(feature = "postgres")]
+use crate::sqlite::now_millis;
+use crate::sqlite::{RawSqlite, Seeder};
 use crate::{Error, Result, body};
 
 /// Which store a run measures.
@@ -65,6 +72,7 @@ impl FromStr for StoreKind {
 const SEED_BATCH: usize = 256;
 
 /// Rows per statement when seeding PostgreSQL.
+#[cfg(feature = "postgres")]
 const PG_CHUNK: usize = 5_000;
 
 /// The store under test and what it takes to seed and reopen it.
@@ -77,6 +85,7 @@ pub(crate) enum Target {
         raw: Box<RawSqlite>,
         seeder: Box<Seeder>,
     },
+    #[cfg(feature = "postgres")]
     Postgres {
         store: Option<PostgresStore>,
         url: String,
@@ -101,6 +110,14 @@ impl Target {
                     path,
                 })
             }
+            #[cfg(not(feature = "postgres"))]
+            StoreKind::Postgres => {
+                let _ = url;
+                Err(Error::harness(
+                    "this harness was built without PostgreSQL (the `postgres` feature)",
+                ))
+            }
+            #[cfg(feature = "postgres")]
             StoreKind::Postgres => {
                 let seconds = SystemTime::now()
                     .duration_since(UNIX_EPOCH)
@@ -125,6 +142,7 @@ impl Target {
             Target::Sqlite { store, .. } => {
                 Arc::clone(store.as_ref().ok_or_else(closed)?) as Arc<dyn Store>
             }
+            #[cfg(feature = "postgres")]
             Target::Postgres { store, .. } => {
                 Arc::new(store.as_ref().ok_or_else(closed)?.clone()) as Arc<dyn Store>
             }
@@ -180,6 +198,7 @@ impl Target {
                 Ok(all)
             }),
             Target::Sqlite { seeder, .. } => seeder.conversations(scopes),
+            #[cfg(feature = "postgres")]
             Target::Postgres {
                 store,
                 schema,
@@ -204,19 +223,47 @@ impl Target {
         id: ConversationId,
         count: usize,
     ) -> Result<()> {
+        self.seed_messages_with(rt, scope, id, count, &body::message)
+    }
+
+    /// Like [`Target::seed_messages`] for the long conversations of section B: on
+    /// SQLite, their words are not put in the search index (indexing 1,000,000
+    /// messages would take minutes of seeding, and B searches nothing).
+    pub(crate) fn seed_long_messages(
+        &mut self,
+        rt: &Runtime,
+        scope: &Scope,
+        id: ConversationId,
+        count: usize,
+    ) -> Result<()> {
+        match self {
+            Target::Sqlite { seeder, .. } => seeder.messages_with(id, count, body::message, false),
+            _ => self.seed_messages(rt, scope, id, count),
+        }
+    }
+
+    /// Like [`Target::seed_messages`], message `i` (from 0) being `message(i)`.
+    pub(crate) fn seed_messages_with(
+        &mut self,
+        rt: &Runtime,
+        scope: &Scope,
+        id: ConversationId,
+        count: usize,
+        message: &(dyn Fn(u64) -> NewMessage + Sync),
+    ) -> Result<()> {
         match self {
             Target::Memory(store) => rt.block_on(async {
                 let mut next = 0;
                 while next < count {
                     let size = SEED_BATCH.min(count - next);
-                    store
-                        .append_messages(scope, id, Append::new(body::messages(next as u64, size)))
-                        .await?;
+                    let batch = (next..next + size).map(|i| message(i as u64)).collect();
+                    store.append_messages(scope, id, Append::new(batch)).await?;
                     next += size;
                 }
                 Ok(())
             }),
-            Target::Sqlite { seeder, .. } => seeder.messages(id, count),
+            Target::Sqlite { seeder, .. } => seeder.messages_with(id, count, message, true),
+            #[cfg(feature = "postgres")]
             Target::Postgres {
                 store,
                 schema,
@@ -226,17 +273,38 @@ impl Target {
                 let store = store
                     .as_ref()
                     .ok_or_else(|| Error::harness("the store is closed"))?;
-                rt.block_on(pg_seed_messages(store, schema, clock, id, count))
+                rt.block_on(pg_seed_messages(store, schema, clock, id, count, message))
             }
+        }
+    }
+
+    /// Which store this is.
+    pub(crate) fn kind(&self) -> StoreKind {
+        match self {
+            Target::Memory(_) => StoreKind::Memory,
+            Target::Sqlite { .. } => StoreKind::Sqlite,
+            #[cfg(feature = "postgres")]
+            Target::Postgres { .. } => StoreKind::Postgres,
+        }
+    }
+
+    /// For SQLite, the bytes of the database file and of its search index, and the
+    /// messages stored.
+    pub(crate) fn sizes(&self) -> Result<Option<(i64, i64, i64)>> {
+        match self {
+            Target::Sqlite { seeder, .. } => seeder.sizes().map(Some),
+            _ => Ok(None),
         }
     }
 
     /// Ends a seeding step: SQLite checkpoints the WAL into the file; PostgreSQL
     /// refreshes the planner's statistics, as autovacuum would soon after a bulk load.
+    #[cfg_attr(not(feature = "postgres"), allow(unused_variables))]
     pub(crate) fn settle(&mut self, rt: &Runtime) -> Result<()> {
         match self {
             Target::Memory(_) => Ok(()),
             Target::Sqlite { seeder, .. } => seeder.checkpoint(),
+            #[cfg(feature = "postgres")]
             Target::Postgres { store, schema, .. } => {
                 let store = store
                     .as_ref()
@@ -263,6 +331,7 @@ impl Target {
                     rt.block_on(store.close());
                 }
             }
+            #[cfg(feature = "postgres")]
             Target::Postgres { store, .. } => {
                 if let Some(store) = store.take() {
                     rt.block_on(store.pool().close());
@@ -283,6 +352,7 @@ impl Target {
                 *store = Some(Arc::clone(&opened));
                 Ok(opened as Arc<dyn Store>)
             }
+            #[cfg(feature = "postgres")]
             Target::Postgres {
                 store, url, schema, ..
             } => {
@@ -296,6 +366,7 @@ impl Target {
     /// Closes the store; for PostgreSQL, drops the run's schema first.
     pub(crate) fn shutdown(mut self, rt: &Runtime) -> Result<()> {
         let dropped = match &self {
+            #[cfg(feature = "postgres")]
             Target::Postgres {
                 store: Some(store),
                 schema,
@@ -308,6 +379,7 @@ impl Target {
                 )
                 .map(drop)
                 .map_err(Error::from),
+            #[cfg(feature = "postgres")]
             Target::Postgres {
                 store: None,
                 url,
@@ -329,15 +401,18 @@ impl Target {
     }
 }
 
+#[cfg(feature = "postgres")]
 async fn connect_postgres(url: &str, schema: &str) -> Result<PostgresStore> {
     Ok(PostgresStore::connect_with(url, PostgresOptions::new().schema(schema)).await?)
 }
 
+#[cfg(feature = "postgres")]
 fn timestamp(millis: i64) -> Result<DateTime<Utc>> {
     DateTime::<Utc>::from_timestamp_millis(millis)
         .ok_or_else(|| Error::harness(format!("{millis} ms is no timestamp")))
 }
 
+#[cfg(feature = "postgres")]
 async fn pg_seed_conversations(
     store: &PostgresStore,
     schema: &str,
@@ -374,6 +449,7 @@ async fn pg_seed_conversations(
     Ok(all)
 }
 
+#[cfg(feature = "postgres")]
 async fn pg_insert_conversations(
     store: &PostgresStore,
     statement: &str,
@@ -399,12 +475,14 @@ async fn pg_insert_conversations(
     Ok(())
 }
 
+#[cfg(feature = "postgres")]
 async fn pg_seed_messages(
     store: &PostgresStore,
     schema: &str,
     clock: &mut i64,
     id: ConversationId,
     count: usize,
+    message: &(dyn Fn(u64) -> NewMessage + Sync),
 ) -> Result<()> {
     let statement = format!(
         "INSERT INTO \"{schema}\".messages (conversation_id, seq, id, parent_id, depth, \
@@ -424,7 +502,7 @@ async fn pg_seed_messages(
         let (mut seqs, mut ids, mut parents, mut roles, mut contents, mut ats) =
             (vec![], vec![], vec![], vec![], vec![], vec![]);
         for i in next..next + size {
-            let message = body::message(i as u64);
+            let message = message(i as u64);
             *clock += 1;
             let id = Uuid::now_v7();
             seqs.push(i as i64 + 1);

@@ -3,7 +3,7 @@
 //! ```text
 //! cargo run --release -p conversation-benches --bin scale -- \
 //!     [--store sqlite|memory|postgres] [--quick] [--json FILE] [--dir DIR]
-//!     [--postgres-url URL] [--sections ABCDE]
+//!     [--postgres-url URL] [--sections ABCDEFG] [--seed-url URL]
 //! ```
 
 // A command-line tool: its table goes to stdout, its progress to stderr.
@@ -18,7 +18,7 @@ use conversation_benches::{Error, Result, StoreKind, report};
 const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 
 const USAGE: &str = "usage: scale [--store sqlite|memory|postgres] [--quick] [--json FILE] \
-[--dir DIR] [--postgres-url URL] [--sections ABCDE]
+[--dir DIR] [--postgres-url URL] [--sections ABCDEFG] [--seed-url URL]
 
   --store         the store to measure (default sqlite)
   --quick         smaller counts, no 1,000,000-message conversation, no 100,000-conversation scope
@@ -28,7 +28,9 @@ const USAGE: &str = "usage: scale [--store sqlite|memory|postgres] [--quick] [--
   --postgres-url  the server for --store postgres (default $TEST_DATABASE_URL, else
                   postgres://postgres@127.0.0.1:5432/test); a schema of its own is
                   created and dropped
-  --sections      run only these sections (letters A to E; E needs D), e.g. to profile";
+  --sections      run only these sections (letters A to G), e.g. to profile
+  --seed-url      the seed stack's API (benches/seed, e.g.
+                  http://127.0.0.1:8090/api/v1/connections): section E compares with it";
 
 struct Args {
     config: Config,
@@ -42,7 +44,8 @@ fn parse() -> Result<Option<Args>> {
     let mut quick = false;
     let mut json = None;
     let mut dir = None;
-    let mut sections = "ABCDE".to_owned();
+    let mut sections = "ABCDEFG".to_owned();
+    let mut seed_url = None;
     let mut postgres_url =
         std::env::var("TEST_DATABASE_URL").unwrap_or_else(|_| DEFAULT_POSTGRES_URL.to_owned());
     while let Some(arg) = args.next() {
@@ -57,6 +60,7 @@ fn parse() -> Result<Option<Args>> {
             "--dir" => dir = Some(PathBuf::from(value("--dir")?)),
             "--postgres-url" => postgres_url = value("--postgres-url")?,
             "--sections" => sections = value("--sections")?.to_ascii_uppercase(),
+            "--seed-url" => seed_url = Some(value("--seed-url")?),
             "-h" | "--help" => return Ok(None),
             other => {
                 return Err(Error::harness(format!(
@@ -73,6 +77,7 @@ fn parse() -> Result<Option<Args>> {
             postgres_url,
             command,
             sections,
+            seed_url,
         },
         json,
     }))
